@@ -1,0 +1,247 @@
+"""A mutex, a condition variable and an event that the explorer can see.
+
+Rules:
+- Without an explorer, :class:`Lock` is a ``threading.Lock`` plus one checkpoint test.
+- Under an explorer, ``acquire`` never blocks in the OS: it checkpoints, tries the lock, and if
+  the lock is held calls ``pause()``, which parks the thread until another thread writes the
+  lock (a release). A deadlock is then visible to the explorer as "every thread paused".
+- Ownership is recorded so that releasing a lock this thread does not hold fails loudly.
+- A wait (Condition, Event) is a flag in an AtomicInt: under an explorer the waiter reads it
+  and pauses until a notifier writes it, so a missed wake-up shows up as a deadlock; without
+  one, the waiter blocks on a raw lock or condition that the notifier releases.
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+from collections.abc import Callable
+from types import TracebackType
+
+from hazard import _checkpoint as _cp
+from hazard._atomics import AtomicInt
+from hazard._checkpoint import Access
+from hazard._errors import HazardUsageError
+
+__all__ = ["Condition", "Event", "Lock"]
+
+
+class Lock:
+    """A non-reentrant mutex whose acquire and release are explorer checkpoints.
+
+    Args:
+        name: shown in ``repr`` and in explorer reports.
+
+    """
+
+    __slots__ = ("__weakref__", "_lock", "_owner", "name")
+
+    def __init__(self, name: str = "lock") -> None:
+        self.name = name
+        self._lock = _thread.allocate_lock()
+        # Written only by the holder while it holds the lock; read by the holder to validate.
+        self._owner: int | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the lock; with ``blocking=False`` return False instead of waiting."""
+        me = threading.get_ident()
+        if self._owner == me:
+            raise HazardUsageError(f"{self.name}: acquire() of a Lock this thread already holds")
+        sched = _cp.scheduler
+        if sched is None:
+            if not self._lock.acquire(blocking):
+                return False
+        else:
+            while True:
+                sched.checkpoint(self, Access.RMW, "acquire")
+                if self._lock.acquire(False):
+                    break
+                if not blocking:
+                    return False
+                sched.pause()
+            sched.lock_acquired(self)
+        self._owner = me
+        return True
+
+    def release(self) -> None:
+        """Release the lock, which this thread must hold."""
+        if self._owner != threading.get_ident():
+            raise HazardUsageError(f"{self.name}: release() of a Lock this thread does not hold")
+        sched = _cp.scheduler
+        try:
+            if sched is not None:
+                sched.lock_released(self)
+                sched.checkpoint(self, Access.WRITE, "release")
+        finally:
+            # Released even when an explorer unwinds this thread, so the lock stays usable.
+            self._owner = None
+            self._lock.release()
+
+    def locked(self) -> bool:
+        """Return whether some thread holds the lock (a snapshot, for assertions and reports)."""
+        return self._lock.locked()
+
+    def held_by_me(self) -> bool:
+        """Return whether the calling thread holds the lock."""
+        return self._owner == threading.get_ident()
+
+    def __enter__(self) -> Lock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        state = f"held by {self._owner}" if self._lock.locked() else "free"
+        return f"<Lock {self.name} {state}>"
+
+
+# The real primitives, captured before an explorer patches the threading module.
+_RealCondition = threading.Condition
+
+
+class _Ticket:
+    """One waiter's wake-up: a flag the explorer sees, a raw lock for real-time blocking."""
+
+    __slots__ = ("_gate", "flag")
+
+    def __init__(self) -> None:
+        self.flag = AtomicInt(0)
+        self._gate = _thread.allocate_lock()
+        self._gate.acquire()
+
+    def signal(self) -> None:
+        self.flag.store(1)
+        self._gate.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        sched = _cp.scheduler
+        if sched is None:
+            return self._gate.acquire(True, -1 if timeout is None else timeout)
+        while not self.flag.load():
+            if not sched.pause(timeout):
+                return bool(self.flag.load())
+        return True
+
+
+class Condition:
+    """A condition variable over a :class:`Lock`, whose waits and wake-ups the explorer sees.
+
+    Waiters are woken in FIFO order; ``notify`` and ``wait`` need the lock held, as in
+    ``threading.Condition``.
+    """
+
+    def __init__(self, lock: Lock | None = None, name: str = "cond") -> None:
+        if lock is not None and not isinstance(lock, Lock):
+            raise TypeError(f"Condition needs a hazard Lock, not {type(lock).__name__}")
+        self.name = name
+        self._lock = lock if lock is not None else Lock(name)
+        self._waiters: list[_Ticket] = []  # guarded by self._lock
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the underlying lock."""
+        return self._lock.acquire(blocking)
+
+    def release(self) -> None:
+        """Release the underlying lock."""
+        self._lock.release()
+
+    def __enter__(self) -> Condition:
+        self._lock.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._lock.release()
+
+    def _check_held(self, what: str) -> None:
+        if not self._lock.held_by_me():
+            raise HazardUsageError(f"{self.name}: {what}() on a Condition whose lock is not held")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock, wait for a notify (or ``timeout`` seconds), re-take the lock.
+
+        Returns:
+            False if the wait timed out.
+
+        """
+        self._check_held("wait")
+        ticket = _Ticket()
+        self._waiters.append(ticket)
+        self._lock.release()
+        try:
+            woken = ticket.wait(timeout)
+        finally:
+            self._lock.acquire()
+        if not woken and ticket in self._waiters:
+            self._waiters.remove(ticket)
+        return woken
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Wait until ``predicate()`` is true; return its last value."""
+        result = predicate()
+        while not result:
+            if not self.wait(timeout):
+                return predicate()
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        """Wake up to ``n`` waiters."""
+        self._check_held("notify")
+        woken, self._waiters = self._waiters[:n], self._waiters[n:]
+        for ticket in woken:
+            ticket.signal()
+
+    def notify_all(self) -> None:
+        """Wake every waiter."""
+        self.notify(len(self._waiters))
+
+
+class Event:
+    """A one-bit flag threads wait on, whose waits and wake-ups the explorer sees."""
+
+    __slots__ = ("_cond", "_flag", "name")
+
+    def __init__(self, name: str = "event") -> None:
+        self.name = name
+        self._flag = AtomicInt(0)
+        self._cond = _RealCondition(_thread.allocate_lock())
+
+    def is_set(self) -> bool:
+        """Return whether the flag is set."""
+        return bool(self._flag.load())
+
+    def set(self) -> None:
+        """Set the flag and wake every waiter."""
+        self._flag.store(1)
+        with self._cond:
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        """Clear the flag."""
+        self._flag.store(0)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the flag is set (or ``timeout`` seconds); return the flag."""
+        sched = _cp.scheduler
+        if sched is None:
+            with self._cond:
+                return self._cond.wait_for(self._flag.peek, timeout) != 0
+        while not self._flag.load():
+            if not sched.pause(timeout):
+                return bool(self._flag.load())
+        return True
+
+    def __repr__(self) -> str:
+        return f"<Event {self.name} {'set' if self._flag.peek() else 'clear'}>"
