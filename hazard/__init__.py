@@ -26,6 +26,8 @@ from hazard._heap import UseAfterFree as UseAfterFree
 from hazard._hpref import Counted as Counted
 from hazard._hpref import Hpref as Hpref
 from hazard._hpref import HprefBorrow as HprefBorrow
+from hazard._rcu import Rcu as Rcu
+from hazard._rcu import RcuStatistics as RcuStatistics
 from hazard._refcount import REFCOUNT_MAX as REFCOUNT_MAX
 from hazard._refcount import REFCOUNT_SATURATED as REFCOUNT_SATURATED
 from hazard._refcount import Refcount as Refcount

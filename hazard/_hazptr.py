@@ -147,8 +147,12 @@ class _ThreadSlots:
         self.owned: list[_SlotRecord] = []
 
 
-def _hand_back(owned: list[_SlotRecord]) -> None:
-    # Runs when a thread exits: its records go back to the domain for other threads.
+def _hand_back(domain: weakref.ref[HazardDomain], owned: list[_SlotRecord]) -> None:
+    # Runs when a thread exits: its records go back to the domain for other threads. It also
+    # runs when the domain itself dies (its threading.local goes with it): then nobody can see
+    # the records, and touching them would only add steps to whatever schedule is running.
+    if domain() is None:
+        return
     for record in owned:
         record.hazard.store(None)
         record.active.store(0)
@@ -213,7 +217,7 @@ class HazardDomain:
 
     def _thread_slots(self) -> _ThreadSlots:
         mine = _ThreadSlots()
-        weakref.finalize(mine, _hand_back, mine.owned)
+        weakref.finalize(mine, _hand_back, weakref.ref(self), mine.owned)
         self._local.slots = mine
         return mine
 

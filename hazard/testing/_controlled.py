@@ -10,6 +10,7 @@ Rules:
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -84,23 +85,42 @@ def _refuse(name: str) -> Callable[..., Any]:
     return make
 
 
-_PATCHES: dict[str, Any] = {
-    "Thread": ControlledThread,
-    "Lock": lambda: Lock("threading.Lock"),
-    "Condition": lambda lock=None: Condition(lock),
-    "Event": lambda: Event("threading.Event"),
-    "RLock": _refuse("RLock"),
-    "Semaphore": _refuse("Semaphore"),
-    "BoundedSemaphore": _refuse("BoundedSemaphore"),
-    "Barrier": _refuse("Barrier"),
-}
+def _from_threading_itself() -> bool:
+    # threading.Thread's own machinery (start(), Timer, the explorer's workers) builds its
+    # Events and Conditions through these module globals: it must keep getting real ones.
+    return sys._getframe(2).f_code.co_filename == threading.__file__
+
+
+def _patch(name: str, controlled: Callable[..., Any]) -> Callable[..., Any]:
+    real = getattr(threading, name)
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        if _from_threading_itself():
+            return real(*args, **kwargs)
+        return controlled(*args, **kwargs)
+
+    return make
+
+
+def _patches() -> dict[str, Any]:
+    return {
+        "Thread": ControlledThread,
+        "Lock": _patch("Lock", lambda: Lock("threading.Lock")),
+        "Condition": _patch("Condition", lambda lock=None: Condition(lock)),
+        "Event": _patch("Event", lambda: Event("threading.Event")),
+        "RLock": _patch("RLock", _refuse("RLock")),
+        "Semaphore": _patch("Semaphore", _refuse("Semaphore")),
+        "BoundedSemaphore": _patch("BoundedSemaphore", _refuse("BoundedSemaphore")),
+        "Barrier": _refuse("Barrier"),
+    }
 
 
 @contextmanager
 def controlled_threading() -> Iterator[None]:
     """Replace threading's primitives with controlled ones for the duration."""
-    saved = {name: getattr(threading, name) for name in _PATCHES}
-    for name, value in _PATCHES.items():
+    patches = _patches()
+    saved = {name: getattr(threading, name) for name in patches}
+    for name, value in patches.items():
         setattr(threading, name, value)
     try:
         yield

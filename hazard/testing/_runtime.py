@@ -50,10 +50,17 @@ class _Pruned(BaseException):
     """The chooser found the rest of this schedule redundant (sleep-set blocked)."""
 
 
-class _Worker:
-    """A pooled real thread that runs one logical thread at a time."""
+_RealThread = threading.Thread  # captured before an exploration patches threading
 
-    __slots__ = ("gate", "ident", "task")
+
+class _Worker:
+    """A pooled real thread that runs one logical thread at a time.
+
+    A real ``threading.Thread`` (not a bare ``_thread``), so ``threading.current_thread()``
+    works inside bodies; it takes the logical thread's name while it runs it.
+    """
+
+    __slots__ = ("gate", "ident", "task", "thread")
 
     def __init__(self) -> None:
         self.gate = _thread.allocate_lock()
@@ -62,7 +69,8 @@ class _Worker:
         self.ident = 0
         started = _thread.allocate_lock()
         started.acquire()
-        _thread.start_new_thread(self._main, (started,))
+        self.thread = _RealThread(target=self._main, args=(started,), daemon=True)
+        self.thread.start()
         started.acquire()
 
     def _main(self, started: Any) -> None:
@@ -283,6 +291,7 @@ class Run:
         t.pending_obj = t.handle
         worker = self.pool.get()
         worker.task = lambda: self._thread_main(t)
+        worker.thread.name = t.name
         t.worker = worker
         self._by_ident[worker.ident] = t
         self.threads.append(t)
