@@ -21,6 +21,7 @@ from hazard._heap import HeapObject as HeapObject
 from hazard._heap import HeapStatistics as HeapStatistics
 from hazard._heap import InvalidFree as InvalidFree
 from hazard._heap import Leak as Leak
+from hazard._heap import OutOfBounds as OutOfBounds
 from hazard._heap import Stack as Stack
 from hazard._heap import UseAfterFree as UseAfterFree
 from hazard._hpref import Counted as Counted
