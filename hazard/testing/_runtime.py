@@ -23,6 +23,7 @@ import enum
 import sys
 import threading
 import traceback
+from _thread import get_ident
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
@@ -141,9 +142,9 @@ class ThreadHandle:
         return f"<thread {self._lthread.name} {self._lthread.state.value}>"
 
 
-@dataclass
+@dataclass(eq=False)
 class LThread:
-    """A logical thread of a run."""
+    """A logical thread of a run (compared by identity)."""
 
     tid: int
     name: str
@@ -162,6 +163,7 @@ class LThread:
     result: object = None
     held_locks: list[object] = field(default_factory=list)
     handle: ThreadHandle | None = None
+    ident: int = 0
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,12 @@ class Run:
         self._done = _thread.allocate_lock()
         self._done.acquire()
         self._by_ident: dict[int, LThread] = {}
+        self.live = 0  # non-daemon threads not finished: the run is complete at zero
+        self.blocked = 0  # threads in State.BLOCKED: wake-ups are looked for only when > 0
+        # Runnable threads in tid order, and the same as a bit mask; kept up to date at every
+        # state change so a decision costs no scan of all threads.
+        self.enabled: list[LThread] = []
+        self.enabled_mask = 0
 
     # -- orchestration (called by the exploring thread, which is not controlled) -------------
 
@@ -293,6 +301,11 @@ class Run:
         worker.task = lambda: self._thread_main(t)
         worker.thread.name = t.name
         t.worker = worker
+        t.ident = worker.ident
+        if not daemon:
+            self.live += 1
+        self.enabled.append(t)  # tids grow, so the list stays in tid order
+        self.enabled_mask |= 1 << tid
         self._by_ident[worker.ident] = t
         self.threads.append(t)
         return t
@@ -327,6 +340,12 @@ class Run:
             chosen.worker.gate.release()
 
     def _finished(self, t: LThread) -> None:
+        if t.state is State.BLOCKED:
+            self.blocked -= 1
+        elif t.state is State.ENABLED:
+            self._disable(t)
+        if t.state is not State.FINISHED and not t.daemon:
+            self.live -= 1
         t.state = State.FINISHED
         if t.worker is not None:
             self._by_ident.pop(t.worker.ident, None)
@@ -348,7 +367,7 @@ class Run:
 
     def _me(self) -> LThread:
         t = self.current
-        if t is None or t.worker is None or t.worker.ident != threading.get_ident():
+        if t is None or t.ident != threading.get_ident() or t.state is State.FINISHED:
             raise UncontrolledThreadError(
                 "a thread the explorer does not control reached a checkpoint: start threads "
                 "inside explore() with hazard.testing.spawn (or threading.Thread, which "
@@ -358,14 +377,40 @@ class Run:
 
     def checkpoint(self, obj: object, access: Access, op: str) -> None:
         """Park the caller before ``op`` on ``obj`` if the chooser picks another thread."""
+        # The hot path of every exploration: one decision, maybe a switch, then the step's
+        # bookkeeping, with the common cases inlined (profiled: calls dominate here).
         if self.aborting:
             raise _Abort
-        t = self._me()
+        t = self.current
+        if t is None or t.ident != get_ident():
+            self._me()
+        assert t is not None
         t.pending_obj = obj
-        t.pending_access = int(access)
+        t.pending_access = access
         t.pending_op = op
-        self._schedule(t)
-        self._execute_pending(t)
+        chosen = self._pick(t)
+        if chosen is not t:
+            if chosen is None:  # every non-daemon thread finished: t is a daemon, end it
+                self.aborting = True
+                raise _Abort
+            self.current = chosen
+            gate = t.worker.gate  # type: ignore[union-attr]
+            chosen.worker.gate.release()  # type: ignore[union-attr]
+            gate.acquire()
+            if self.aborting:
+                raise _Abort
+        self.steps += 1
+        if self.steps > self.max_steps:
+            self._step_limit()
+        if obj is not None:
+            if access & _WRITE:
+                t.reads = {}
+                if self.blocked:
+                    self._wake_readers_of(id(obj))
+            if access & _READ:
+                t.reads[id(obj)] = obj
+        if self.record:
+            self._record_step(t)
 
     def pause(self, timeout: float | None = None) -> bool:
         """Block the caller until another thread writes something it read.
@@ -380,6 +425,8 @@ class Run:
         t.deadline = None if timeout is None else self.clock + timeout
         if t.reads or t.deadline is not None:
             t.state = State.BLOCKED
+            self.blocked += 1
+            self._disable(t)
             t.waits = t.reads
             t.reads = {}
         t.pending_obj = None
@@ -436,38 +483,48 @@ class Run:
     # -- scheduling --------------------------------------------------------------------------
 
     def _execute_pending(self, t: LThread) -> None:
+        """The bookkeeping of a step that did not come through ``checkpoint`` (start, wake)."""
         self.steps += 1
         if self.steps > self.max_steps:
-            self._fail_run(
-                StepLimitExceeded(
-                    f"the schedule ran more than {self.max_steps} steps: a livelock, or raise "
-                    "max_steps"
-                )
-            )
+            self._step_limit()
         obj = t.pending_obj
         access = t.pending_access
         if obj is not None:
-            key = id(obj)
             if access & _WRITE:
                 t.reads = {}
-                for u in self.threads:
-                    if u.state is State.BLOCKED and key in u.waits:
-                        self._wake(u)
+                if self.blocked:
+                    self._wake_readers_of(id(obj))
             if access & _READ:
-                t.reads[key] = obj
+                t.reads[id(obj)] = obj
         if self.record:
-            self.trace.append(
-                Step(
-                    self.steps,
-                    t.tid,
-                    t.pending_op,
-                    describe(obj),
-                    id(obj) if obj is not None else 0,
-                    access,
-                    _where(3),
-                    self._preempted_last,
-                )
+            self._record_step(t)
+
+    def _step_limit(self) -> NoReturn:
+        self._fail_run(
+            StepLimitExceeded(
+                f"the schedule ran more than {self.max_steps} steps: a livelock, or raise max_steps"
             )
+        )
+
+    def _wake_readers_of(self, key: int) -> None:
+        for u in self.threads:
+            if u.state is State.BLOCKED and key in u.waits:
+                self._wake(u)
+
+    def _record_step(self, t: LThread) -> None:
+        obj = t.pending_obj
+        self.trace.append(
+            Step(
+                self.steps,
+                t.tid,
+                t.pending_op,
+                describe(obj),
+                id(obj) if obj is not None else 0,
+                t.pending_access,
+                _where(3),
+                self._preempted_last,
+            )
+        )
         self._preempted_last = False
 
     _preempted_last = False
@@ -475,6 +532,17 @@ class Run:
     def _wake(self, u: LThread) -> None:
         u.state = State.ENABLED
         u.waits = {}
+        self.blocked -= 1
+        enabled = self.enabled
+        i = 0
+        while i < len(enabled) and enabled[i].tid < u.tid:
+            i += 1
+        enabled.insert(i, u)
+        self.enabled_mask |= 1 << u.tid
+
+    def _disable(self, u: LThread) -> None:
+        self.enabled.remove(u)
+        self.enabled_mask &= ~(1 << u.tid)
 
     def _schedule(self, t: LThread) -> None:
         chosen = self._pick(t)
@@ -492,9 +560,11 @@ class Run:
 
     def _pick(self, t: LThread) -> LThread | None:
         """Choose who runs after ``t``'s checkpoint; None when the run is complete."""
-        if all(u.state is State.FINISHED for u in self.threads if not u.daemon):
+        if not self.live:
             return None
-        enabled = [u for u in self.threads if u.state is State.ENABLED]
+        enabled = self.enabled
+        if len(enabled) == 1:
+            return enabled[0]
         if not enabled:
             enabled = self._no_runnable_thread()
             if not enabled:

@@ -18,10 +18,10 @@ Rules:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from hazard.testing._errors import NondeterminismError, ReplayDrift
-from hazard.testing._runtime import LThread, Run
+from hazard.testing._runtime import LThread, Run, State
 
 __all__ = ["Dfs", "Pct", "RandomWalk", "Replay"]
 
@@ -38,28 +38,41 @@ def _dependent(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] != 0 and a[0] == b[0] and bool((a[1] | b[1]) & _WRITE)
 
 
-@dataclass
-class _Node:
-    enabled: tuple[int, ...]
-    ops: dict[int, tuple[int, int]]
+class _Node(NamedTuple):
+    """A decision point on the current path (what was true when it was first reached)."""
+
+    mask: int  # runnable threads, bit tid
     current: int
     current_enabled: bool
-    preemptions: int
+    preemptions: int  # used before this decision
     sleep: frozenset[int]
-    chosen: int
-    done: set[int] = field(default_factory=set)
+    ops: dict[int, tuple[int, int]]  # pending (object key, access) per runnable thread
 
     def cost(self, tid: int) -> int:
         return self.preemptions + (1 if self.current_enabled and tid != self.current else 0)
 
+    def runnable(self) -> list[int]:
+        return [tid for tid in range(self.mask.bit_length()) if self.mask >> tid & 1]
+
+
+_NO_SLEEP: frozenset[int] = frozenset()
+_NO_OPS: dict[int, tuple[int, int]] = {}
+
 
 class Dfs:
-    """Exhaustive depth-first search up to a preemption bound, with optional sleep sets."""
+    """Exhaustive depth-first search up to a preemption bound, with optional sleep sets.
 
-    def __init__(self, bound: int, reduction: bool = True) -> None:
+    The path is kept as parallel lists (nodes, the choice made at each, the choices already
+    explored there): the default continuation appends to them at every decision, the hottest
+    code of a search.
+    """
+
+    def __init__(self, bound: int, reduction: bool = False) -> None:
         self.bound = bound
         self.reduction = reduction
-        self.stack: list[_Node] = []
+        self.nodes: list[_Node] = []
+        self.chosen: list[int] = []
+        self.done: list[set[int] | None] = []
         self.depth = 0
         self.pruned = 0  # schedules cut short as redundant, and alternatives slept
 
@@ -69,68 +82,85 @@ class Dfs:
 
     def choose(self, run: Run, current: LThread, enabled: list[LThread]) -> LThread | None:
         i = self.depth
-        self.depth += 1
-        tids = tuple(u.tid for u in enabled)
-        if i < len(self.stack):
-            node = self.stack[i]
-            if node.enabled != tids:
+        self.depth = i + 1
+        nodes = self.nodes
+        if i < len(nodes):
+            if nodes[i].mask != run.enabled_mask:
                 raise NondeterminismError(
-                    f"at decision {i} the runnable threads were {list(node.enabled)} and are "
-                    f"now {list(tids)}: the body depends on something the explorer does not "
-                    "control (time, randomness, uncontrolled threads or shared state)"
+                    f"at decision {i} the runnable threads were {nodes[i].runnable()} and are "
+                    f"now {[u.tid for u in enabled]}: the body depends on something the "
+                    "explorer does not control (time, randomness, uncontrolled threads or "
+                    "shared state)"
                 )
-            return run.threads[node.chosen]
+            return run.threads[self.chosen[i]]
+        current_enabled = current.state is State.ENABLED
+        default = current if current_enabled else enabled[0]
+        preemptions = 0
+        if nodes:
+            parent = nodes[-1]
+            preemptions = parent.cost(self.chosen[-1])
+        if not self.reduction:
+            nodes.append(
+                _Node(
+                    run.enabled_mask, current.tid, current_enabled, preemptions, _NO_SLEEP, _NO_OPS
+                )
+            )
+            self.chosen.append(default.tid)
+            self.done.append(None)
+            return default
         ops = {
             u.tid: (id(u.pending_obj) if u.pending_obj is not None else 0, u.pending_access)
             for u in enabled
         }
-        sleep: frozenset[int] = frozenset()
-        preemptions = 0
-        if self.stack:
-            parent = self.stack[-1]
-            preemptions = parent.cost(parent.chosen)
-            if self.reduction:
-                chosen_op = parent.ops[parent.chosen]
-                sleep = frozenset(
-                    x
-                    for x in parent.sleep | parent.done
-                    if x != parent.chosen and x in ops and not _dependent(parent.ops[x], chosen_op)
-                )
-        default = default_choice(current, enabled).tid
-        candidates = [default] + [t for t in tids if t != default]
-        pick = None
-        for tid in candidates:
-            if tid in sleep:
-                continue
-            if preemptions + (1 if current in enabled and tid != current.tid else 0) > self.bound:
-                continue
-            pick = tid
-            break
+        sleep = _NO_SLEEP
+        if nodes:
+            parent = nodes[-1]
+            parent_chosen = self.chosen[-1]
+            chosen_op = parent.ops[parent_chosen]
+            sleep = frozenset(
+                x
+                for x in parent.sleep | (self.done[-1] or _NO_SLEEP)
+                if x != parent_chosen and x in ops and not _dependent(parent.ops[x], chosen_op)
+            )
+        pick: LThread | None = default
+        if default.tid in sleep:
+            pick = None
+            if preemptions + (1 if current_enabled else 0) <= self.bound:
+                for u in enabled:
+                    if u.tid not in sleep:
+                        pick = u
+                        break
         if pick is None:
             self.pruned += 1
             return None
-        self.stack.append(
-            _Node(tids, ops, current.tid, current in enabled, preemptions, sleep, pick)
-        )
-        return run.threads[pick]
+        nodes.append(_Node(run.enabled_mask, current.tid, current_enabled, preemptions, sleep, ops))
+        self.chosen.append(pick.tid)
+        self.done.append(None)
+        return pick
 
     def advance(self) -> bool:
         """Move to the next unexplored schedule; False when the bounded space is exhausted."""
-        while self.stack:
-            node = self.stack[-1]
-            node.done.add(node.chosen)
-            for tid in node.enabled:
-                if tid in node.done:
+        nodes, chosen, dones = self.nodes, self.chosen, self.done
+        while nodes:
+            node = nodes[-1]
+            done = dones[-1]
+            if done is None:
+                done = dones[-1] = set()
+            done.add(chosen[-1])
+            for tid in node.runnable():
+                if tid in done:
                     continue
                 if tid in node.sleep:
-                    node.done.add(tid)
+                    done.add(tid)
                     self.pruned += 1
                     continue
                 if node.cost(tid) > self.bound:
                     continue
-                node.chosen = tid
+                chosen[-1] = tid
                 return True
-            self.stack.pop()
+            nodes.pop()
+            chosen.pop()
+            dones.pop()
         return False
 
 
