@@ -41,6 +41,9 @@ class Scheduler(Protocol):
         Returns False if ``timeout`` (seconds, on the explorer's clock) passed first.
         """
 
+    def also(self, obj: object, access: Access) -> None:
+        """Record that the step being run also touches ``obj`` (no switch happens here)."""
+
     def lock_acquired(self, lock: object) -> None:
         """Called after the calling thread took ``lock`` (for lock-order checks)."""
 

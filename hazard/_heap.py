@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import ClassVar, NoReturn, ParamSpec, TypeVar
 
+from hazard import _checkpoint
+from hazard._checkpoint import Access
 from hazard._errors import HazardError
 
 __all__ = [
@@ -643,6 +645,13 @@ class Heap:
         if not _is_poisoned(cls):
             _embedded_parts(obj, meta.description, parts)
         poisoned = _poisoned_class(cls)
+        sched = _checkpoint.scheduler
+        if sched is not None:
+            # A free writes the object's memory: the explorer must order it against every
+            # access to the struct and to its embedded fields (the cells readers touch).
+            sched.checkpoint(obj, Access.WRITE, "free")
+            for part, _, _ in parts:
+                sched.also(part, Access.WRITE)
         with self._lock:
             first_free_stack = meta.free_stack
             if first_free_stack is None:

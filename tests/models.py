@@ -141,3 +141,27 @@ class FreeBeforeSynchronizeHpref(Hpref[Node]):
             self.domain.synchronize(obj)
             return True
         return False
+
+
+def counters_model(checkpoints: int = 50, threads: int = 3, cells: int = 4) -> Callable[[], None]:
+    """``threads`` threads each making about ``checkpoints`` accesses to ``cells`` counters.
+
+    The benchmark's stand-in for "a 3-thread model of ~50 checkpoints per thread": every
+    access is a checkpoint, and threads share cells, so most steps conflict with something.
+    """
+
+    def body() -> None:
+        shared = [AtomicInt(0) for _ in range(cells)]
+
+        def work(i: int) -> None:
+            for k in range(checkpoints // 2):
+                shared[(i + k) % cells].fetch_add(1)
+                shared[k % cells].load()
+
+        spawned = [spawn(work, i) for i in range(threads)]
+        for t in spawned:
+            t.join()
+        total = sum(c.load() for c in shared)
+        assert total == threads * (checkpoints // 2)
+
+    return body

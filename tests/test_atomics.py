@@ -18,6 +18,9 @@ class RecordingScheduler:
         self.pauses += 1
         return True
 
+    def also(self, obj: object, access: Access) -> None:
+        pass
+
     def lock_acquired(self, lock: object) -> None:
         pass
 

@@ -131,11 +131,6 @@ def test_synchronize_before_unpublish_is_use_after_free():
     assert type(result.failure.exception) is UseAfterFree
 
 
-def test_sleep_sets_with_a_bound_miss_that_bug_which_is_why_they_are_off():
-    result = explore(models.synchronize_first_model(), preemption_bound=2, reduction=True)
-    assert result.ok and result.complete  # the known unsoundness, kept visible
-
-
 def test_hpref_plain_inc_is_a_refcount_violation():
     result = explore(models.hpref_model(models.PlainIncHpref), preemption_bound=2)
     assert result.failure is not None

@@ -54,6 +54,9 @@ class SwapOnReload:
     def pause(self, timeout: float | None = None) -> bool:
         raise AssertionError("nothing here should wait")
 
+    def also(self, obj: object, access: Access) -> None:
+        pass
+
     def lock_acquired(self, lock: object) -> None:
         pass
 

@@ -67,6 +67,9 @@ class Jitter:
         time.sleep(0)
         return True
 
+    def also(self, obj: object, access: Access) -> None:
+        pass
+
     def lock_acquired(self, lock: object) -> None:
         pass
 

@@ -96,6 +96,9 @@ class PauseCounting:
         self.lock._lock.release()
         return True
 
+    def also(self, obj: object, access: Access) -> None:
+        pass
+
     def lock_acquired(self, lock: object) -> None:
         pass
 

@@ -278,7 +278,7 @@ def explore(
     seed: int | None = None,
     timeout: float | None = None,
     max_steps: int = 10_000,
-    reduction: bool = False,
+    reduction: bool = True,
     pct_depth: int = 3,
     shrink: bool = True,
     replay_hint: str = "hazard.testing.replay(body, {token!r})",
@@ -288,14 +288,14 @@ def explore(
     Args:
         body: creates the shared state, spawns threads, joins them; called once per schedule.
         preemption_bound: most preemptions per schedule (dfs).
-        mode: "dfs" (exhaustive up to the bound, with sleep-set reduction), "pct" or "random".
+        mode: "dfs" (exhaustive up to the bound, with partial-order reduction), "pct" or
+            "random".
         runs: schedules to try (pct/random default 1000; dfs default: until exhausted).
         seed: seeds pct/random (default 0, so runs are reproducible).
         timeout: stop searching after this many seconds (the result is then incomplete).
         max_steps: a schedule longer than this fails with StepLimitExceeded.
-        reduction: dfs only: use sleep sets. Off by default: combined with a preemption bound
-            they can miss a bug inside the bound (seen on the synchronize-before-unpublish
-            mutation, found at bound 2 without them and only at bound 3 with them).
+        reduction: dfs only: dynamic partial-order reduction with the bounded-search
+            conservative branches (off: every runnable thread at every decision).
         pct_depth: PCT's bug depth d.
         shrink: shrink a failing schedule before reporting it.
         replay_hint: how the report says to replay; ``{token!r}`` is filled in.
@@ -352,13 +352,14 @@ def _explore(
     pct_depth: int,
     shrink: bool,
     replay_hint: str,
+    given_dfs: Dfs | None = None,
 ) -> ExploreResult:
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
     rng = random.Random(0 if seed is None else seed)
     limit = runs if runs is not None else (None if mode == "dfs" else 1000)
     lock_edges: dict[tuple[int, int], LockEdge] = {}
-    dfs = Dfs(bound, reduction) if mode == "dfs" else None
+    dfs = (given_dfs or Dfs(bound, reduction)) if mode == "dfs" else None
     pct = Pct(rng, pct_depth, 1) if mode == "pct" else None
     walk = RandomWalk(rng) if mode == "random" else None
     schedules = 0
@@ -389,6 +390,8 @@ def _explore(
         except LockOrderInversion as exc:
             failure = _lock_failure(exc, run, replay_hint)
             break
+        if dfs is not None:
+            dfs.finish(run)
         if dfs is not None and not dfs.advance():
             complete = True
             break
@@ -412,6 +415,30 @@ def _explore(
         pct_probability=pct_probability,
         miss_probability=miss,
     )
+
+
+def explore_with(body: Callable[[], object], dfs: Dfs, *, max_steps: int = 10_000) -> ExploreResult:
+    """Exhaust ``dfs`` (a configured search) over ``body``: for tests and benchmarks."""
+    if current_run() is not None or not _explore_lock.acquire(blocking=False):
+        raise HazardUsageError("explore_with() cannot run inside an exploration")
+    try:
+        with controlled_threading():
+            return _explore(
+                body,
+                dfs.bound,
+                "dfs",
+                None,
+                None,
+                None,
+                max_steps,
+                dfs.reduction,
+                3,
+                False,
+                "",
+                given_dfs=dfs,
+            )
+    finally:
+        _explore_lock.release()
 
 
 def _lock_failure(exc: LockOrderInversion, run: Run, replay_hint: str) -> Failure:

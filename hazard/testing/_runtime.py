@@ -260,11 +260,17 @@ class Run:
         self._done.acquire()
         self._by_ident: dict[int, LThread] = {}
         self.live = 0  # non-daemon threads not finished: the run is complete at zero
-        self.blocked = 0  # threads in State.BLOCKED: wake-ups are looked for only when > 0
+        self.blocked = 0  # threads in State.BLOCKED
+        self.waiters: dict[int, list[LThread]] = {}  # object key -> threads blocked on it
         # Runnable threads in tid order, and the same as a bit mask; kept up to date at every
         # state change so a decision costs no scan of all threads.
         self.enabled: list[LThread] = []
         self.enabled_mask = 0
+        # (tid, object key, access, decision index or -1) per step, for the reduction.
+        self.log: list[tuple[int, int, int, int]] | None = (
+            [] if getattr(chooser, "wants_log", False) else None
+        )
+        self._step_node = -1  # the decision that chose the step about to run
 
     # -- orchestration (called by the exploring thread, which is not controlled) -------------
 
@@ -293,10 +299,20 @@ class Run:
     def _new_thread(
         self, fn: Callable[..., object], args: tuple[object, ...], name: str | None, daemon: bool
     ) -> LThread:
+        return self._register(self._make_thread(fn, args, name, daemon))
+
+    def _make_thread(
+        self, fn: Callable[..., object], args: tuple[object, ...], name: str | None, daemon: bool
+    ) -> LThread:
         tid = len(self.threads)
         t = LThread(tid, name or f"T{tid}", fn, args, daemon)
         t.handle = ThreadHandle(self, t)
-        t.pending_obj = t.handle
+        t.pending_obj = t.handle  # its first step ("start") reads the handle spawn wrote
+        return t
+
+    def _register(self, t: LThread) -> LThread:
+        tid = t.tid
+        daemon = t.daemon
         worker = self.pool.get()
         worker.task = lambda: self._thread_main(t)
         worker.thread.name = t.name
@@ -402,13 +418,20 @@ class Run:
         self.steps += 1
         if self.steps > self.max_steps:
             self._step_limit()
+        key = 0
         if obj is not None:
+            key = id(obj)
             if access & _WRITE:
                 t.reads = {}
-                if self.blocked:
-                    self._wake_readers_of(id(obj))
+                if key in self.waiters:
+                    self._wake_readers_of(key)
             if access & _READ:
-                t.reads[id(obj)] = obj
+                t.reads[key] = obj
+        log = self.log
+        if log is not None:
+            log.append((t.tid, key, access, self._step_node))
+            self._running_node = self._step_node
+            self._step_node = -1
         if self.record:
             self._record_step(t)
 
@@ -429,6 +452,8 @@ class Run:
             self._disable(t)
             t.waits = t.reads
             t.reads = {}
+            for key in t.waits:
+                self.waiters.setdefault(key, []).append(t)
         t.pending_obj = None
         t.pending_access = _READ
         t.pending_op = "wake" if t.state is State.BLOCKED else "yield"
@@ -462,8 +487,9 @@ class Run:
         """Start a logical thread (its first step is a decision like any other)."""
         if self.aborting:
             raise _Abort
-        self.checkpoint(None, Access.READ, "spawn")
-        t = self._new_thread(fn, args, name, daemon)
+        t = self._make_thread(fn, args, name, daemon)
+        self.checkpoint(t.handle, Access.WRITE, "spawn")
+        self._register(t)
         assert t.handle is not None
         return t.handle
 
@@ -492,12 +518,38 @@ class Run:
         if obj is not None:
             if access & _WRITE:
                 t.reads = {}
-                if self.blocked:
+                if id(obj) in self.waiters:
                     self._wake_readers_of(id(obj))
             if access & _READ:
                 t.reads[id(obj)] = obj
+        if self.log is not None:
+            self._log_step(t)
         if self.record:
             self._record_step(t)
+
+    def _log_step(self, t: LThread) -> None:
+        obj = t.pending_obj
+        assert self.log is not None
+        self.log.append(
+            (t.tid, 0 if obj is None else id(obj), int(t.pending_access), self._step_node)
+        )
+        self._running_node = self._step_node
+        self._step_node = -1
+
+    _running_node = -1  # the decision that chose the step now running (-1: none)
+
+    def also(self, obj: object, access: Access) -> None:
+        """Record a further access of the step now running (a free also writes its fields)."""
+        if self.aborting:
+            raise _Abort
+        t = self._me()
+        key = id(obj)
+        if access & _WRITE and key in self.waiters:
+            self._wake_readers_of(key)
+        if access & _READ:
+            t.reads[key] = obj
+        if self.log is not None:
+            self.log.append((t.tid, key, int(access), self._running_node))
 
     def _step_limit(self) -> NoReturn:
         self._fail_run(
@@ -507,8 +559,8 @@ class Run:
         )
 
     def _wake_readers_of(self, key: int) -> None:
-        for u in self.threads:
-            if u.state is State.BLOCKED and key in u.waits:
+        for u in self.waiters.pop(key, ()):
+            if u.state is State.BLOCKED:
                 self._wake(u)
 
     def _record_step(self, t: LThread) -> None:
@@ -531,6 +583,10 @@ class Run:
 
     def _wake(self, u: LThread) -> None:
         u.state = State.ENABLED
+        for key in u.waits:
+            waiting = self.waiters.get(key)
+            if waiting is not None and u in waiting:
+                waiting.remove(u)
         u.waits = {}
         self.blocked -= 1
         enabled = self.enabled
@@ -587,6 +643,7 @@ class Run:
         if chosen is not t and t.state is State.ENABLED:
             self.preemptions += 1
             self._preempted_last = True
+        self._step_node = self.decisions
         self.decisions += 1
         return chosen
 

@@ -33,11 +33,6 @@ def default_choice(current: LThread, enabled: list[LThread]) -> LThread:
     return current if current in enabled else enabled[0]
 
 
-def _dependent(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    # (object key, access); key 0 means "touches nothing shared" (wake, yield, spawn).
-    return a[0] != 0 and a[0] == b[0] and bool((a[1] | b[1]) & _WRITE)
-
-
 class _Node(NamedTuple):
     """A decision point on the current path (what was true when it was first reached)."""
 
@@ -45,8 +40,6 @@ class _Node(NamedTuple):
     current: int
     current_enabled: bool
     preemptions: int  # used before this decision
-    sleep: frozenset[int]
-    ops: dict[int, tuple[int, int]]  # pending (object key, access) per runnable thread
 
     def cost(self, tid: int) -> int:
         return self.preemptions + (1 if self.current_enabled and tid != self.current else 0)
@@ -55,30 +48,45 @@ class _Node(NamedTuple):
         return [tid for tid in range(self.mask.bit_length()) if self.mask >> tid & 1]
 
 
-_NO_SLEEP: frozenset[int] = frozenset()
-_NO_OPS: dict[int, tuple[int, int]] = {}
-
-
 class Dfs:
-    """Exhaustive depth-first search up to a preemption bound, with optional sleep sets.
+    """Depth-first search of every schedule up to a preemption bound.
 
-    The path is kept as parallel lists (nodes, the choice made at each, the choices already
-    explored there): the default continuation appends to them at every decision, the hottest
-    code of a search.
+    Without reduction every runnable thread is an alternative at every decision. With it, a
+    decision's alternatives are only the threads that dynamic partial-order reduction puts in
+    its backtrack set (Flanagan and Godefroid, POPL 2005): after each run, every pair of
+    dependent steps of different threads not ordered by happens-before (vector clocks) is a
+    race, and the later step's thread is added at the decision before the earlier step (all
+    runnable threads if it could not run there). Because reversing a race in the middle of a
+    thread's run of steps costs a preemption that starting earlier would not, the thread is
+    also added at the decision that began that run (the conservative branch of Coons et al.,
+    "Bounded partial-order reduction", OOPSLA 2013), which keeps the search complete up to
+    the bound.
+
+    The path is kept as parallel lists (nodes, the choice made at each, the choices explored
+    and to explore there): the default continuation appends to them at every decision.
     """
 
-    def __init__(self, bound: int, reduction: bool = False) -> None:
+    def __init__(self, bound: int, reduction: bool = True, conservative: bool = True) -> None:
         self.bound = bound
         self.reduction = reduction
+        # Tests turn the conservative branches off to show that the search then misses states.
+        self.conservative = conservative
+        self.wants_log = reduction
         self.nodes: list[_Node] = []
         self.chosen: list[int] = []
         self.done: list[set[int] | None] = []
+        self.backtrack: list[set[int]] = []
         self.depth = 0
-        self.pruned = 0  # schedules cut short as redundant, and alternatives slept
+        self.pruned = 0  # alternatives never run because the reduction found them equivalent
 
     def begin(self) -> None:
         """Start the next run from the top of the recorded path."""
         self.depth = 0
+        # Decisions before the last one on the path replay the previous run exactly, and so
+        # do the steps they chose: their races were found then.
+        self.fresh_from = max(len(self.nodes) - 1, 0)
+
+    fresh_from = 0
 
     def choose(self, run: Run, current: LThread, enabled: list[LThread]) -> LThread | None:
         i = self.depth
@@ -97,71 +105,123 @@ class Dfs:
         default = current if current_enabled else enabled[0]
         preemptions = 0
         if nodes:
-            parent = nodes[-1]
-            preemptions = parent.cost(self.chosen[-1])
-        if not self.reduction:
-            nodes.append(
-                _Node(
-                    run.enabled_mask, current.tid, current_enabled, preemptions, _NO_SLEEP, _NO_OPS
-                )
-            )
-            self.chosen.append(default.tid)
-            self.done.append(None)
-            return default
-        ops = {
-            u.tid: (id(u.pending_obj) if u.pending_obj is not None else 0, u.pending_access)
-            for u in enabled
-        }
-        sleep = _NO_SLEEP
-        if nodes:
-            parent = nodes[-1]
-            parent_chosen = self.chosen[-1]
-            chosen_op = parent.ops[parent_chosen]
-            sleep = frozenset(
-                x
-                for x in parent.sleep | (self.done[-1] or _NO_SLEEP)
-                if x != parent_chosen and x in ops and not _dependent(parent.ops[x], chosen_op)
-            )
-        pick: LThread | None = default
-        if default.tid in sleep:
-            pick = None
-            if preemptions + (1 if current_enabled else 0) <= self.bound:
-                for u in enabled:
-                    if u.tid not in sleep:
-                        pick = u
-                        break
-        if pick is None:
-            self.pruned += 1
-            return None
-        nodes.append(_Node(run.enabled_mask, current.tid, current_enabled, preemptions, sleep, ops))
-        self.chosen.append(pick.tid)
+            preemptions = nodes[-1].cost(self.chosen[-1])
+        nodes.append(_Node(run.enabled_mask, current.tid, current_enabled, preemptions))
+        self.chosen.append(default.tid)
         self.done.append(None)
-        return pick
+        self.backtrack.append({default.tid})
+        return default
+
+    def finish(self, run: Run) -> None:
+        """Add the backtrack points of the races in the run just finished."""
+        if self.reduction and run.log is not None:
+            _add_race_backtracks(
+                run.log, self.nodes, self.backtrack, self.conservative, self.fresh_from
+            )
 
     def advance(self) -> bool:
         """Move to the next unexplored schedule; False when the bounded space is exhausted."""
-        nodes, chosen, dones = self.nodes, self.chosen, self.done
+        nodes, chosen, dones, backtrack = self.nodes, self.chosen, self.done, self.backtrack
         while nodes:
             node = nodes[-1]
             done = dones[-1]
             if done is None:
                 done = dones[-1] = set()
             done.add(chosen[-1])
-            for tid in node.runnable():
-                if tid in done:
+            runnable = node.runnable()
+            wanted = backtrack[-1] if self.reduction else set(runnable)
+            best = None
+            for tid in runnable:
+                if tid in done or tid not in wanted or node.cost(tid) > self.bound:
                     continue
-                if tid in node.sleep:
-                    done.add(tid)
-                    self.pruned += 1
-                    continue
-                if node.cost(tid) > self.bound:
-                    continue
-                chosen[-1] = tid
+                if best is None or node.cost(tid) < node.cost(best):
+                    best = tid
+            if best is not None:
+                chosen[-1] = best
                 return True
+            if self.reduction:
+                self.pruned += sum(1 for t in runnable if t not in done and t not in wanted)
             nodes.pop()
             chosen.pop()
             dones.pop()
+            backtrack.pop()
         return False
+
+
+def _dependent_earlier(
+    key: int, access: int, last_write: dict[int, int], reads: dict[int, list[int]]
+) -> list[int]:
+    """Earlier steps that a step doing ``access`` on ``key`` depends on."""
+    w = last_write.get(key)
+    if access & _WRITE:
+        earlier = list(reads.get(key, ()))
+        if w is not None:
+            earlier.append(w)
+        return earlier
+    return [] if w is None else [w]
+
+
+def _add_race_backtracks(
+    log: list[tuple[int, int, int, int]],
+    nodes: list[_Node],
+    backtrack: list[set[int]],
+    conservative: bool,
+    fresh_from: int = 0,
+) -> None:
+    """Vector-clock race detection over one run's steps; adds to ``backtrack``.
+
+    Clocks are computed for every step, races only looked for from the first step chosen at
+    decision ``fresh_from`` or later (earlier steps replayed a run already analysed).
+    """
+    nthreads = 1 + max(step[0] for step in log)
+    clocks = [[0] * nthreads for _ in range(nthreads)]  # per thread: what it has seen
+    stamp: list[tuple[int, ...]] = []  # per step: its thread's clock after the step
+    last_write: dict[int, int] = {}  # object key -> step index
+    reads: dict[int, list[int]] = {}  # object key -> read steps since the last write
+    started = [False] * nthreads
+
+    def add(node: int, tid: int) -> None:
+        if node < 0 or node >= len(nodes):
+            return
+        if nodes[node].mask >> tid & 1:
+            backtrack[node].add(tid)
+        else:
+            backtrack[node].update(nodes[node].runnable())
+
+    def block_start(i: int) -> int:
+        tid = log[i][0]
+        while i > 0 and log[i - 1][0] == tid:
+            i -= 1
+        return i
+
+    checking = fresh_from == 0
+    for j, (tid, key, access, node) in enumerate(log):
+        clock = clocks[tid]
+        if not checking and node >= fresh_from:
+            checking = True
+        if key:
+            earlier = _dependent_earlier(key, access, last_write, reads)
+            for i in earlier:
+                other = log[i][0]
+                if other == tid or not checking:
+                    continue
+                if started[tid] and stamp[i][other] > clock[other]:
+                    # i and j race: run tid before i, and before i's block (bounded search).
+                    add(log[i][3], tid)
+                    if conservative:
+                        k = block_start(i)
+                        if k != i:
+                            add(log[k][3], tid)
+            for i in earlier:
+                clock[:] = map(max, clock, stamp[i])
+            if access & _WRITE:
+                last_write[key] = j
+                reads[key] = []
+            else:
+                reads.setdefault(key, []).append(j)
+        started[tid] = True
+        clock[tid] += 1
+        stamp.append(tuple(clock))
 
 
 class RandomWalk:
