@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from hazard import AtomicInt, Condition, Lock, RefcountViolation, UseAfterFree, _hazptr
-from hazard.testing import Deadlock, LockOrderInversion, ReplayDrift, explore, replay, spawn
+from hazard.testing import (
+    Deadlock,
+    ExploreResult,
+    LockOrderInversion,
+    ReplayDrift,
+    explore,
+    replay,
+    spawn,
+)
 from tests import models
+
+
+def assert_found(
+    result: ExploreResult, body: Callable[[], None], kind: type[BaseException]
+) -> None:
+    """The search failed with exactly ``kind``, and its token replays that failure."""
+    assert result.failure is not None, "the explorer missed the bug"
+    assert type(result.failure.exception) is kind
+    with pytest.raises(kind):
+        replay(body, result.failure.token)
 
 
 def lost_update() -> None:
@@ -120,27 +140,23 @@ def test_correct_algorithms_explore_completely_at_bound_2(name, body):
 @pytest.mark.parametrize("broken", [models.publish_without_reload, models.publish_after_reload])
 def test_protect_mutations_are_use_after_free(monkeypatch, broken):
     monkeypatch.setattr(_hazptr, "publish", broken)
-    result = explore(models.protect_model("synchronize"), preemption_bound=2)
-    assert result.failure is not None
-    assert type(result.failure.exception) is UseAfterFree
+    body = models.protect_model("synchronize")
+    assert_found(explore(body, preemption_bound=2), body, UseAfterFree)
 
 
 def test_synchronize_before_unpublish_is_use_after_free():
-    result = explore(models.synchronize_first_model(), preemption_bound=2)
-    assert result.failure is not None
-    assert type(result.failure.exception) is UseAfterFree
+    body = models.synchronize_first_model()
+    assert_found(explore(body, preemption_bound=2), body, UseAfterFree)
 
 
 def test_hpref_plain_inc_is_a_refcount_violation():
-    result = explore(models.hpref_model(models.PlainIncHpref), preemption_bound=2)
-    assert result.failure is not None
-    assert type(result.failure.exception) is RefcountViolation
+    body = models.hpref_model(models.PlainIncHpref)
+    assert_found(explore(body, preemption_bound=2), body, RefcountViolation)
 
 
 def test_hpref_free_before_synchronize_is_use_after_free():
-    result = explore(models.hpref_model(models.FreeBeforeSynchronizeHpref), preemption_bound=2)
-    assert result.failure is not None
-    assert type(result.failure.exception) is UseAfterFree
+    body = models.hpref_model(models.FreeBeforeSynchronizeHpref)
+    assert_found(explore(body, preemption_bound=2), body, UseAfterFree)
 
 
 def test_replay_of_a_token_that_no_longer_fits_says_where():

@@ -48,6 +48,9 @@ class _Node(NamedTuple):
         return [tid for tid in range(self.mask.bit_length()) if self.mask >> tid & 1]
 
 
+_new_node = tuple.__new__
+
+
 class Dfs:
     """Depth-first search of every schedule up to a preemption bound.
 
@@ -75,7 +78,7 @@ class Dfs:
         self.nodes: list[_Node] = []
         self.chosen: list[int] = []
         self.done: list[set[int] | None] = []
-        self.backtrack: list[set[int]] = []
+        self.backtrack: list[set[int] | None] = []  # None: only the first choice so far
         self.depth = 0
         self.pruned = 0  # alternatives never run because the reduction found them equivalent
 
@@ -104,12 +107,16 @@ class Dfs:
         current_enabled = current.state is State.ENABLED
         default = current if current_enabled else enabled[0]
         preemptions = 0
+        chosen = self.chosen
         if nodes:
-            preemptions = nodes[-1].cost(self.chosen[-1])
-        nodes.append(_Node(run.enabled_mask, current.tid, current_enabled, preemptions))
-        self.chosen.append(default.tid)
+            parent = nodes[-1]
+            preemptions = parent[3] + (parent[2] and chosen[-1] != parent[1])
+        # tuple.__new__ skips NamedTuple's Python-level constructor: this runs per decision.
+        node = (run.enabled_mask, current.tid, current_enabled, preemptions)
+        nodes.append(_new_node(_Node, node))
+        chosen.append(default.tid)
         self.done.append(None)
-        self.backtrack.append({default.tid})
+        self.backtrack.append(None)
         return default
 
     def finish(self, run: Run) -> None:
@@ -129,7 +136,7 @@ class Dfs:
                 done = dones[-1] = set()
             done.add(chosen[-1])
             runnable = node.runnable()
-            wanted = backtrack[-1] if self.reduction else set(runnable)
+            wanted = (backtrack[-1] or done) if self.reduction else set(runnable)
             best = None
             for tid in runnable:
                 if tid in done or tid not in wanted or node.cost(tid) > self.bound:
@@ -164,7 +171,7 @@ def _dependent_earlier(
 def _add_race_backtracks(
     log: list[tuple[int, int, int, int]],
     nodes: list[_Node],
-    backtrack: list[set[int]],
+    backtrack: list[set[int] | None],
     conservative: bool,
     fresh_from: int = 0,
 ) -> None:
@@ -183,10 +190,13 @@ def _add_race_backtracks(
     def add(node: int, tid: int) -> None:
         if node < 0 or node >= len(nodes):
             return
+        wanted = backtrack[node]
+        if wanted is None:
+            wanted = backtrack[node] = set()
         if nodes[node].mask >> tid & 1:
-            backtrack[node].add(tid)
+            wanted.add(tid)
         else:
-            backtrack[node].update(nodes[node].runnable())
+            wanted.update(nodes[node].runnable())
 
     def block_start(i: int) -> int:
         tid = log[i][0]
