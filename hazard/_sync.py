@@ -14,6 +14,7 @@ Rules:
 from __future__ import annotations
 
 import _thread
+import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -34,13 +35,21 @@ class Lock:
 
     """
 
-    __slots__ = ("__weakref__", "_lock", "_owner", "name")
+    __slots__ = ("__weakref__", "_lock", "_owner", "lock_class", "name")
 
     def __init__(self, name: str = "lock") -> None:
         self.name = name
         self._lock = _thread.allocate_lock()
         # Written only by the holder while it holds the lock; read by the holder to validate.
         self._owner: int | None = None
+        # Lockdep's "lock class": the name and where the lock was made. Stable across the
+        # schedules of an exploration (unlike id()), so lock orders seen in different runs can
+        # be compared; only computed under an explorer.
+        self.lock_class: tuple[str, str] | None = None
+        if _cp.scheduler is not None:
+            caller = sys._getframe(1)
+            site = f"{caller.f_code.co_filename}:{caller.f_lineno}"
+            self.lock_class = (name, site)
 
     def acquire(self, blocking: bool = True) -> bool:
         """Take the lock; with ``blocking=False`` return False instead of waiting."""

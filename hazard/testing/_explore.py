@@ -176,7 +176,7 @@ def _run_once(
     *,
     max_steps: int,
     record: bool = False,
-    lock_edges: dict[tuple[int, int], LockEdge] | None = None,
+    lock_edges: dict[tuple[object, object], LockEdge] | None = None,
 ) -> Run:
     run = Run(chooser, _POOL, max_steps=max_steps, record=record, lock_edges=lock_edges)
     run.execute(body)
@@ -358,7 +358,7 @@ def _explore(
     deadline = None if timeout is None else start + timeout
     rng = random.Random(0 if seed is None else seed)
     limit = runs if runs is not None else (None if mode == "dfs" else 1000)
-    lock_edges: dict[tuple[int, int], LockEdge] = {}
+    lock_edges: dict[tuple[object, object], LockEdge] = {}
     dfs = (given_dfs or Dfs(bound, reduction)) if mode == "dfs" else None
     pct = Pct(rng, pct_depth, 1) if mode == "pct" else None
     walk = RandomWalk(rng) if mode == "random" else None

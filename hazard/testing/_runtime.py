@@ -237,7 +237,7 @@ class Run:
         *,
         max_steps: int,
         record: bool,
-        lock_edges: dict[tuple[int, int], LockEdge] | None = None,
+        lock_edges: dict[tuple[object, object], LockEdge] | None = None,
     ) -> None:
         self.chooser = chooser
         self.pool = pool
@@ -465,8 +465,12 @@ class Run:
     def lock_acquired(self, lock: object) -> None:
         """Record lock order: every lock held now was taken before ``lock``."""
         t = self._me()
+        mine = _lock_class(lock)
         for held in t.held_locks:
-            key = (id(held), id(lock))
+            theirs = _lock_class(held)
+            if theirs == mine:
+                continue  # same class (e.g. made on one line in a loop): lockdep's nesting case
+            key = (theirs, mine)
             if key not in self.lock_edges:
                 self.lock_edges[key] = LockEdge(describe(held), describe(lock), _stack_text(3))
         t.held_locks.append(lock)
@@ -676,16 +680,22 @@ class Run:
         return text
 
     def check_lock_order(self) -> None:
-        """Raise LockOrderInversion if some two locks were taken in both orders."""
+        """Raise LockOrderInversion if two lock classes were taken in both orders."""
         for (a, b), edge in self.lock_edges.items():
             reverse = self.lock_edges.get((b, a))
-            if reverse is not None and a < b:
+            if reverse is not None and repr(a) < repr(b):
                 raise LockOrderInversion(
                     f"possible deadlock: {edge.first} -> {edge.second} and "
                     f"{reverse.first} -> {reverse.second}\n"
                     f"first order taken at:\n{edge.stack}\n"
                     f"reverse order taken at:\n{reverse.stack}"
                 )
+
+
+def _lock_class(lock: object) -> object:
+    """Lockdep's class of a lock: stable across runs (a lock made outside explore: itself)."""
+    cls = getattr(lock, "lock_class", None)
+    return cls if cls is not None else ("id", id(lock))
 
 
 def _stack_text(depth: int) -> str:
