@@ -29,11 +29,6 @@ def protect_model(reclaim: str = "synchronize", readers: int = 2) -> Callable[[]
         domain = HazardDomain(scan_threshold=1)
         src: AtomicRef[Node | None] = AtomicRef(heap.alloc(Node, 0))
 
-        def reader() -> None:
-            with domain.protect(src) as node:
-                if node is not None:
-                    node.value.load()
-
         def writer() -> None:
             old = src.exchange(heap.alloc(Node, 1))
             assert old is not None
@@ -44,11 +39,19 @@ def protect_model(reclaim: str = "synchronize", readers: int = 2) -> Callable[[]
                 domain.retire(old, heap.free)
                 domain.cleanup()
 
-        threads = [spawn(reader) for _ in range(readers)] + [spawn(writer)]
+        threads = [spawn(protected_read, domain, src) for _ in range(readers)]
+        threads.append(spawn(writer))
         for t in threads:
             t.join()
 
     return body
+
+
+def protected_read(domain: HazardDomain, src: AtomicRef[Node | None]) -> None:
+    """A reader: protect the published node and read a field of it."""
+    with domain.protect(src) as node:
+        if node is not None:
+            node.value.load()
 
 
 def synchronize_first_model() -> Callable[[], None]:
@@ -59,11 +62,6 @@ def synchronize_first_model() -> Callable[[], None]:
         domain = HazardDomain()
         src: AtomicRef[Node | None] = AtomicRef(heap.alloc(Node, 0))
 
-        def reader() -> None:
-            with domain.protect(src) as node:
-                if node is not None:
-                    node.value.load()
-
         def writer() -> None:
             old = src.load()
             assert old is not None
@@ -71,7 +69,7 @@ def synchronize_first_model() -> Callable[[], None]:
             src.store(heap.alloc(Node, 1))
             heap.free(old)
 
-        threads = [spawn(reader), spawn(writer)]
+        threads = [spawn(protected_read, domain, src), spawn(writer)]
         for t in threads:
             t.join()
 

@@ -23,27 +23,19 @@ from hazard import (
     AtomicRef,
     HazardDomain,
     Hpref,
-    Refcount,
     RefcountViolation,
     _checkpoint,
     _hazptr,
 )
 from hazard._checkpoint import Access
-from hazard._heap import Heap, HeapObject, UseAfterFree
+from hazard._heap import Heap, UseAfterFree
+from tests import models
+from tests.models import Node
 
 pytestmark = pytest.mark.stress
 
 BUDGET = 4.0  # seconds a broken variant gets to show itself; correct runs take CLEAN_RUN
 CLEAN_RUN = 1.0
-
-
-class Node(HeapObject):
-    __slots__ = ("refcount", "value")
-    __embedded__ = ("refcount",)
-
-    def __init__(self, value: int) -> None:
-        self.refcount = Refcount(1)
-        self.value = value
 
 
 class Jitter:
@@ -124,24 +116,6 @@ def race(
 # -- protect + synchronize / retire -----------------------------------------------------------
 
 
-def publish_without_reload(hazard: AtomicRef[object], src: AtomicRef[Node | None]) -> Node | None:
-    obj = src.load()
-    if obj is not None:
-        hazard.store(obj)
-    return obj
-
-
-def publish_after_reload(hazard: AtomicRef[object], src: AtomicRef[Node | None]) -> Node | None:
-    obj = src.load()
-    while obj is not None:
-        again = src.load()
-        hazard.store(obj)
-        if again is obj:
-            return obj
-        obj = again
-    return None
-
-
 def protect_race(reclaim_with: str, seconds: float) -> tuple[list[BaseException], Heap]:
     heap = Heap()
     domain = HazardDomain(scan_threshold=4)
@@ -152,7 +126,7 @@ def protect_race(reclaim_with: str, seconds: float) -> tuple[list[BaseException]
         with domain.protect(src) as node:
             if node is not None:
                 counter.load()  # some other shared access inside the read section
-                assert node.value >= 0
+                assert node.value.load() >= 0
 
     def writer() -> None:
         old = src.exchange(heap.alloc(Node, counter.fetch_add(1)))
@@ -173,7 +147,7 @@ def test_protect_never_sees_freed_memory(reclaim_with):
     assert heap.errors == ()
 
 
-@pytest.mark.parametrize("broken", [publish_without_reload, publish_after_reload])
+@pytest.mark.parametrize("broken", [models.publish_without_reload, models.publish_after_reload])
 @pytest.mark.parametrize("reclaim_with", ["synchronize", "retire"])
 def test_broken_protect_is_caught_as_use_after_free(monkeypatch, broken, reclaim_with):
     monkeypatch.setattr(_hazptr, "publish", broken)
@@ -192,7 +166,7 @@ def test_synchronize_before_unpublish_is_caught_as_use_after_free():
         with domain.protect(src) as node:
             if node is not None:
                 counter.load()  # some other shared access inside the read section
-                assert node.value >= 0
+                assert node.value.load() >= 0
 
     def writer() -> None:
         old = src.load()
@@ -209,27 +183,6 @@ def test_synchronize_before_unpublish_is_caught_as_use_after_free():
 # -- hpref get / put ---------------------------------------------------------------------------
 
 
-class PlainIncHpref(Hpref[Node]):
-    """Broken: refcount_inc instead of refcount_inc_not_zero."""
-
-    def get(self, src: AtomicRef[Node | None]) -> Node | None:
-        with self.domain.protect(src) as obj:
-            if obj is not None:
-                obj.refcount.inc()
-            return obj
-
-
-class FreeBeforeSynchronizeHpref(Hpref[Node]):
-    """Broken: the last put frees, then waits for readers."""
-
-    def put(self, obj: Node) -> bool:
-        if obj.refcount.dec_and_test():
-            self.release(obj)
-            self.domain.synchronize(obj)
-            return True
-        return False
-
-
 def hpref_race(cls: type[Hpref[Node]], seconds: float) -> tuple[list[BaseException], Heap]:
     heap = Heap()
     hpref = cls(HazardDomain(), heap.free)
@@ -240,7 +193,7 @@ def hpref_race(cls: type[Hpref[Node]], seconds: float) -> tuple[list[BaseExcepti
         with hpref.borrow(src) as node:
             if node is not None:
                 counter.load()  # some other shared access while holding the reference
-                assert node.value >= 0
+                assert node.value.load() >= 0
 
     def writer() -> None:
         old = src.exchange(heap.alloc(Node, counter.fetch_add(1)))
@@ -262,12 +215,12 @@ def test_hpref_get_put_never_sees_freed_memory_and_leaks_nothing():
 
 
 def test_hpref_plain_inc_is_caught_as_a_refcount_violation():
-    errors, _ = hpref_race(PlainIncHpref, BUDGET)
+    errors, _ = hpref_race(models.PlainIncHpref, BUDGET)
     assert errors, "the stress test missed inc instead of inc_not_zero"
     assert type(errors[0]) is RefcountViolation
 
 
 def test_hpref_free_before_synchronize_is_caught_as_use_after_free():
-    errors, _ = hpref_race(FreeBeforeSynchronizeHpref, BUDGET)
+    errors, _ = hpref_race(models.FreeBeforeSynchronizeHpref, BUDGET)
     assert errors, "the stress test missed free before synchronize"
     assert type(errors[0]) is UseAfterFree
