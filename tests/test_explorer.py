@@ -184,3 +184,56 @@ def test_lock_orders_are_compared_by_lock_class_across_schedules():
 
     result = explore(body, preemption_bound=2)
     assert result.ok and result.complete
+
+
+def test_plain_threading_inside_the_body_is_controlled():
+    import threading
+
+    def body() -> None:
+        n = AtomicInt(0)
+        lock = threading.Lock()
+
+        def inc() -> None:
+            with lock:  # a controlled lock: the increment is atomic, no failure anywhere
+                n.store(n.load() + 1)
+
+        threads = [threading.Thread(target=inc) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert n.load() == 2
+
+    result = explore(body, preemption_bound=2)
+    assert result.ok and result.complete
+    assert result.schedules > 1  # threading.Thread really ran under the explorer
+
+
+def test_uncontrollable_primitives_fail_loudly():
+    import threading
+
+    from hazard.testing import UncontrolledThreadError
+
+    def body() -> None:
+        threading.RLock()
+
+    result = explore(body)
+    assert result.failure is not None
+    assert type(result.failure.exception) is UncontrolledThreadError
+
+
+def test_a_body_that_changes_between_runs_is_reported_as_nondeterministic():
+    from hazard.testing import NondeterminismError
+
+    calls = [0]
+
+    def body() -> None:
+        calls[0] += 1  # state kept outside the body: the second run differs from the first
+        n = AtomicInt(0)
+        threads = [spawn(n.fetch_add, 1) for _ in range(2 if calls[0] == 1 else 3)]
+        for t in threads:
+            t.join()
+
+    result = explore(body, shrink=False)
+    assert result.failure is not None
+    assert type(result.failure.exception) is NondeterminismError
