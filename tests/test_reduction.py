@@ -16,7 +16,7 @@ Op = tuple[str, int, int]  # (kind, cell, value)
 ops = st.tuples(
     st.sampled_from(["load", "store", "add", "cas"]), st.integers(0, 1), st.integers(0, 2)
 )
-programs = st.lists(st.lists(ops, min_size=1, max_size=4), min_size=2, max_size=3)
+programs = st.lists(st.lists(ops, min_size=1, max_size=3), min_size=2, max_size=3)
 
 
 def final_states(program: list[list[Op]], bound: int, dfs: Dfs) -> set[tuple[int, ...]]:
@@ -47,7 +47,7 @@ def final_states(program: list[list[Op]], bound: int, dfs: Dfs) -> set[tuple[int
     return states
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs, st.integers(0, 2))
 def test_reduction_reaches_every_state_the_full_search_reaches(program, bound):
     full = final_states(program, bound, Dfs(bound, reduction=False))

@@ -38,9 +38,15 @@ def patched_publish(variant: Callable[..., Any]) -> Iterator[None]:
 def throughput(seconds: float) -> dict[str, Any]:
     body = models.counters_model(50)
     out: dict[str, Any] = {}
-    for mode in ("random", "dfs"):
-        result = explore(body, mode=mode, runs=10**9, timeout=seconds, shrink=False)
-        out[mode] = {
+    for label, mode, reduction in (
+        ("random", "random", False),
+        ("dfs", "dfs", True),
+        ("dfs, no reduction", "dfs", False),
+    ):
+        result = explore(
+            body, mode=mode, runs=10**9, timeout=seconds, shrink=False, reduction=reduction
+        )
+        out[label] = {
             "schedules": result.schedules,
             "seconds": round(result.seconds, 2),
             "per_second": round(result.schedules / result.seconds),
@@ -115,7 +121,7 @@ def main() -> None:
         return
     print("schedules/s, 3 threads x ~50 checkpoints (target >= 3000):")
     for mode, row in report["throughput"].items():
-        print(f"  {mode:7s} {row['per_second']:6d}/s ({row['schedules']} in {row['seconds']} s)")
+        print(f"  {mode:17s} {row['per_second']:6d}/s ({row['schedules']} in {row['seconds']} s)")
     print("mutations, dfs bound 2 with reduction (schedules until found, seconds):")
     for name, row in report["mutations"].items():
         verdict = row["error"] if row["found"] else "NOT FOUND"

@@ -81,6 +81,7 @@ class Dfs:
         self.backtrack: list[set[int] | None] = []  # None: only the first choice so far
         self.depth = 0
         self.pruned = 0  # alternatives never run because the reduction found them equivalent
+        self.stamps: list[tuple[int, ...]] | None = None  # the last run's clocks, per step
 
     def begin(self) -> None:
         """Start the next run from the top of the recorded path."""
@@ -122,8 +123,13 @@ class Dfs:
     def finish(self, run: Run) -> None:
         """Add the backtrack points of the races in the run just finished."""
         if self.reduction and run.log is not None:
-            _add_race_backtracks(
-                run.log, self.nodes, self.backtrack, self.conservative, self.fresh_from
+            self.stamps = _add_race_backtracks(
+                run.log,
+                self.nodes,
+                self.backtrack,
+                self.conservative,
+                self.fresh_from,
+                self.stamps,
             )
 
     def advance(self) -> bool:
@@ -168,70 +174,132 @@ def _dependent_earlier(
     return [] if w is None else [w]
 
 
+Stamps = list[tuple[int, ...]]
+
+
+class _RaceScan:
+    """Vector-clock race detection over one run's log, adding backtrack points."""
+
+    def __init__(
+        self,
+        log: list[tuple[int, int, int, int]],
+        nodes: list[_Node],
+        backtrack: list[set[int] | None],
+        conservative: bool,
+    ) -> None:
+        self.log = log
+        self.nodes = nodes
+        self.backtrack = backtrack
+        self.conservative = conservative
+        self.nthreads = 1 + max(step[0] for step in log)
+        n = self.nthreads
+        self.stamp: Stamps = []  # per step: its thread's vector clock after the step
+        self.clocks = [[0] * n for _ in range(n)]  # per thread: what it has seen so far
+        self.started = [False] * n
+        self.last_write: dict[int, int] = {}  # object key -> step index
+        self.reads: dict[int, list[int]] = {}  # object key -> read steps since the last write
+
+    def _note_access(self, j: int, key: int, access: int) -> None:
+        if access & _WRITE:
+            self.last_write[key] = j
+            self.reads[key] = []
+        else:
+            self.reads.setdefault(key, []).append(j)
+
+    def restore(self, previous: Stamps, upto: int) -> None:
+        """Take the clocks of steps ``< upto`` from ``previous``; rebuild the rest cheaply."""
+        self.stamp = previous[:upto]
+        last_step = [-1] * self.nthreads
+        for j in range(upto):
+            tid, key, access, _ = self.log[j]
+            last_step[tid] = j
+            if key:
+                self._note_access(j, key, access)
+        # A thread's clock is its last step's stamp: only its own steps change it.
+        n = self.nthreads
+        self.clocks = [list(self.stamp[k]) if k >= 0 else [0] * n for k in last_step]
+        self.started = [k >= 0 for k in last_step]
+
+    def _add(self, node: int, tid: int) -> None:
+        if node < 0 or node >= len(self.nodes):
+            return
+        wanted = self.backtrack[node]
+        if wanted is None:
+            wanted = self.backtrack[node] = set()
+        if self.nodes[node].mask >> tid & 1:
+            wanted.add(tid)
+        else:
+            wanted.update(self.nodes[node].runnable())
+
+    def _block_start(self, i: int) -> int:
+        tid = self.log[i][0]
+        while i > 0 and self.log[i - 1][0] == tid:
+            i -= 1
+        return i
+
+    def _race(self, i: int, tid: int) -> None:
+        # Steps i and j (of thread tid) race: run tid before i, and before i's block.
+        self._add(self.log[i][3], tid)
+        if self.conservative:
+            k = self._block_start(i)
+            if k != i:
+                self._add(self.log[k][3], tid)
+
+    def scan(self, start: int, first_fresh: int) -> None:
+        """Clock every step from ``start``; look for races from ``first_fresh``."""
+        log, stamp, started = self.log, self.stamp, self.started
+        for j in range(start, len(log)):
+            tid, key, access, _node = log[j]
+            clock = self.clocks[tid]
+            if key:
+                earlier = _dependent_earlier(key, access, self.last_write, self.reads)
+                if j >= first_fresh and started[tid]:
+                    for i in earlier:
+                        other = log[i][0]
+                        if other != tid and stamp[i][other] > clock[other]:
+                            self._race(i, tid)
+                for i in earlier:
+                    clock[:] = map(max, clock, stamp[i])
+                self._note_access(j, key, access)
+            started[tid] = True
+            clock[tid] += 1
+            stamp.append(tuple(clock))
+
+
 def _add_race_backtracks(
     log: list[tuple[int, int, int, int]],
     nodes: list[_Node],
     backtrack: list[set[int] | None],
     conservative: bool,
     fresh_from: int = 0,
-) -> None:
-    """Vector-clock race detection over one run's steps; adds to ``backtrack``.
+    previous: Stamps | None = None,
+) -> Stamps:
+    """Find the races of one run and add their backtrack points.
 
-    Clocks are computed for every step, races only looked for from the first step chosen at
-    decision ``fresh_from`` or later (earlier steps replayed a run already analysed).
+    Steps chosen before decision ``fresh_from`` replay the previous run exactly: their races
+    were found then, and their clocks (``previous``, what the last call returned) are reused,
+    so the cost is the new part of the run plus a cheap scan of the replayed prefix.
+
+    Returns:
+        Every step's clock, for the next call.
+
     """
-    nthreads = 1 + max(step[0] for step in log)
-    clocks = [[0] * nthreads for _ in range(nthreads)]  # per thread: what it has seen
-    stamp: list[tuple[int, ...]] = []  # per step: its thread's clock after the step
-    last_write: dict[int, int] = {}  # object key -> step index
-    reads: dict[int, list[int]] = {}  # object key -> read steps since the last write
-    started = [False] * nthreads
-
-    def add(node: int, tid: int) -> None:
-        if node < 0 or node >= len(nodes):
-            return
-        wanted = backtrack[node]
-        if wanted is None:
-            wanted = backtrack[node] = set()
-        if nodes[node].mask >> tid & 1:
-            wanted.add(tid)
-        else:
-            wanted.update(nodes[node].runnable())
-
-    def block_start(i: int) -> int:
-        tid = log[i][0]
-        while i > 0 and log[i - 1][0] == tid:
-            i -= 1
-        return i
-
-    checking = fresh_from == 0
-    for j, (tid, key, access, node) in enumerate(log):
-        clock = clocks[tid]
-        if not checking and node >= fresh_from:
-            checking = True
-        if key:
-            earlier = _dependent_earlier(key, access, last_write, reads)
-            for i in earlier:
-                other = log[i][0]
-                if other == tid or not checking:
-                    continue
-                if started[tid] and stamp[i][other] > clock[other]:
-                    # i and j race: run tid before i, and before i's block (bounded search).
-                    add(log[i][3], tid)
-                    if conservative:
-                        k = block_start(i)
-                        if k != i:
-                            add(log[k][3], tid)
-            for i in earlier:
-                clock[:] = map(max, clock, stamp[i])
-            if access & _WRITE:
-                last_write[key] = j
-                reads[key] = []
-            else:
-                reads.setdefault(key, []).append(j)
-        started[tid] = True
-        clock[tid] += 1
-        stamp.append(tuple(clock))
+    scan = _RaceScan(log, nodes, backtrack, conservative)
+    first_fresh = 0
+    if fresh_from:
+        first_fresh = next((j for j, s in enumerate(log) if s[3] >= fresh_from), len(log))
+    reusable = (
+        previous is not None
+        and 0 < first_fresh <= len(previous)
+        and len(previous[0]) == scan.nthreads
+    )
+    if reusable:
+        assert previous is not None
+        scan.restore(previous, first_fresh)
+        scan.scan(first_fresh, first_fresh)
+    else:
+        scan.scan(0, first_fresh)
+    return scan.stamp
 
 
 class RandomWalk:
