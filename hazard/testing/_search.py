@@ -89,6 +89,7 @@ class Dfs:
         # Decisions before the last one on the path replay the previous run exactly, and so
         # do the steps they chose: their races were found then.
         self.fresh_from = max(len(self.nodes) - 1, 0)
+        self.first_fresh: int | None = None
 
     fresh_from = 0
 
@@ -104,6 +105,8 @@ class Dfs:
                     "explorer does not control (time, randomness, uncontrolled threads or "
                     "shared state)"
                 )
+            if i == self.fresh_from and run.log is not None:
+                self.first_fresh = len(run.log)  # the step chosen here is logged next
             return run.threads[self.chosen[i]]
         current_enabled = current.state is State.ENABLED
         default = current if current_enabled else enabled[0]
@@ -130,6 +133,7 @@ class Dfs:
                 self.conservative,
                 self.fresh_from,
                 self.stamps,
+                self.first_fresh,
             )
 
     def advance(self) -> bool:
@@ -210,11 +214,18 @@ class _RaceScan:
         """Take the clocks of steps ``< upto`` from ``previous``; rebuild the rest cheaply."""
         self.stamp = previous[:upto]
         last_step = [-1] * self.nthreads
+        last_write, reads = self.last_write, self.reads
         for j in range(upto):
             tid, key, access, _ = self.log[j]
             last_step[tid] = j
-            if key:
-                self._note_access(j, key, access)
+            if key:  # _note_access, inlined: this loop covers most of every run
+                if access & _WRITE:
+                    last_write[key] = j
+                    reads[key] = []
+                elif key in reads:
+                    reads[key].append(j)
+                else:
+                    reads[key] = [j]
         # A thread's clock is its last step's stamp: only its own steps change it.
         n = self.nthreads
         self.clocks = [list(self.stamp[k]) if k >= 0 else [0] * n for k in last_step]
@@ -273,6 +284,7 @@ def _add_race_backtracks(
     conservative: bool,
     fresh_from: int = 0,
     previous: Stamps | None = None,
+    first_fresh: int | None = None,
 ) -> Stamps:
     """Find the races of one run and add their backtrack points.
 
@@ -285,9 +297,10 @@ def _add_race_backtracks(
 
     """
     scan = _RaceScan(log, nodes, backtrack, conservative)
-    first_fresh = 0
-    if fresh_from:
-        first_fresh = next((j for j, s in enumerate(log) if s[3] >= fresh_from), len(log))
+    if first_fresh is None:
+        first_fresh = 0
+        if fresh_from:
+            first_fresh = next((j for j, s in enumerate(log) if s[3] >= fresh_from), len(log))
     reusable = (
         previous is not None
         and 0 < first_fresh <= len(previous)
