@@ -142,6 +142,9 @@ class ThreadHandle:
         return f"<thread {self._lthread.name} {self._lthread.state.value}>"
 
 
+_ENABLED = State.ENABLED  # module constants: an Enum attribute lookup costs in hot paths
+
+
 @dataclass(eq=False)
 class LThread:
     """A logical thread of a run (compared by identity)."""
@@ -399,22 +402,13 @@ class Run:
             raise _Abort
         t = self.current
         if t is None or t.ident != get_ident():
-            self._me()
-        assert t is not None
+            t = self._me()
         t.pending_obj = obj
         t.pending_access = access
         t.pending_op = op
         chosen = self._pick(t)
         if chosen is not t:
-            if chosen is None:  # every non-daemon thread finished: t is a daemon, end it
-                self.aborting = True
-                raise _Abort
-            self.current = chosen
-            gate = t.worker.gate  # type: ignore[union-attr]
-            chosen.worker.gate.release()  # type: ignore[union-attr]
-            gate.acquire()
-            if self.aborting:
-                raise _Abort
+            self._switch(t, chosen)
         self.steps += 1
         if self.steps > self.max_steps:
             self._step_limit()
@@ -422,7 +416,8 @@ class Run:
         if obj is not None:
             key = id(obj)
             if access & _WRITE:
-                t.reads = {}
+                if t.reads:
+                    t.reads = {}
                 if key in self.waiters:
                     self._wake_readers_of(key)
             if access & _READ:
@@ -606,17 +601,21 @@ class Run:
 
     def _schedule(self, t: LThread) -> None:
         chosen = self._pick(t)
+        if chosen is not t:
+            self._switch(t, chosen)
+
+    def _switch(self, t: LThread, chosen: LThread | None) -> None:
+        """Hand the baton from ``t`` to ``chosen`` and park ``t`` until it comes back."""
         if chosen is None:  # every non-daemon thread finished: t is a daemon, end it
             self.aborting = True
             raise _Abort
-        if chosen is not t:
-            self.current = chosen
-            assert chosen.worker is not None and t.worker is not None
-            gate = t.worker.gate
-            chosen.worker.gate.release()
-            gate.acquire()
-            if self.aborting:
-                raise _Abort
+        self.current = chosen
+        assert chosen.worker is not None and t.worker is not None
+        gate = t.worker.gate
+        chosen.worker.gate.release()
+        gate.acquire()
+        if self.aborting:
+            raise _Abort
 
     def _pick(self, t: LThread) -> LThread | None:
         """Choose who runs after ``t``'s checkpoint; None when the run is complete."""
@@ -631,7 +630,8 @@ class Run:
                 return None
         if len(enabled) == 1:
             return enabled[0]
-        default = t if t.state is State.ENABLED else enabled[0]
+        t_enabled = t.state is _ENABLED
+        default = t if t_enabled else enabled[0]
         try:
             chosen = self.chooser.choose(self, t, enabled)
         except _Abort:
@@ -644,7 +644,7 @@ class Run:
             raise _Abort
         if chosen is not default:
             self.deviations.append((self.decisions, chosen.tid))
-        if chosen is not t and t.state is State.ENABLED:
+        if t_enabled and chosen is not t:
             self.preemptions += 1
             self._preempted_last = True
         self._step_node = self.decisions

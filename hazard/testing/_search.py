@@ -49,6 +49,7 @@ class _Node(NamedTuple):
 
 
 _new_node = tuple.__new__
+_ENABLED = State.ENABLED
 
 
 class Dfs:
@@ -108,7 +109,7 @@ class Dfs:
             if i == self.fresh_from and run.log is not None:
                 self.first_fresh = len(run.log)  # the step chosen here is logged next
             return run.threads[self.chosen[i]]
-        current_enabled = current.state is State.ENABLED
+        current_enabled = current.state is _ENABLED
         default = current if current_enabled else enabled[0]
         preemptions = 0
         chosen = self.chosen
@@ -134,6 +135,7 @@ class Dfs:
                 self.fresh_from,
                 self.stamps,
                 self.first_fresh,
+                len(run.threads),
             )
 
     def advance(self) -> bool:
@@ -190,13 +192,14 @@ class _RaceScan:
         nodes: list[_Node],
         backtrack: list[set[int] | None],
         conservative: bool,
+        nthreads: int,
     ) -> None:
         self.log = log
         self.nodes = nodes
         self.backtrack = backtrack
         self.conservative = conservative
-        self.nthreads = 1 + max(step[0] for step in log)
-        n = self.nthreads
+        self.nthreads = nthreads
+        n = nthreads
         self.stamp: Stamps = []  # per step: its thread's vector clock after the step
         self.clocks = [[0] * n for _ in range(n)]  # per thread: what it has seen so far
         self.started = [False] * n
@@ -285,6 +288,7 @@ def _add_race_backtracks(
     fresh_from: int = 0,
     previous: Stamps | None = None,
     first_fresh: int | None = None,
+    nthreads: int | None = None,
 ) -> Stamps:
     """Find the races of one run and add their backtrack points.
 
@@ -296,7 +300,9 @@ def _add_race_backtracks(
         Every step's clock, for the next call.
 
     """
-    scan = _RaceScan(log, nodes, backtrack, conservative)
+    if nthreads is None:
+        nthreads = 1 + max(step[0] for step in log)
+    scan = _RaceScan(log, nodes, backtrack, conservative, nthreads)
     if first_fresh is None:
         first_fresh = 0
         if fresh_from:
