@@ -11,11 +11,13 @@ Rules:
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +33,27 @@ from hazard.testing._search import Dfs, Pct, RandomWalk, Replay
 __all__ = ["ExploreResult", "Failure", "explore", "replay", "spawn", "yield_now"]
 
 _POOL = WorkerPool()
+_COLLECT_EVERY = 64  # runs between garbage collections (made by the orchestrator)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Keep the cyclic GC from running inside controlled threads during an exploration.
+
+    A collection runs finalizers (weakref.finalize, __del__) in whatever thread allocates:
+    inside a controlled thread their atomics would add steps that only some runs have (the
+    search then sees nondeterminism), in another thread they would be uncontrolled. The
+    explorer collects between runs instead, when no controlled thread runs.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 _MODES = ("dfs", "pct", "random")
 _explore_lock = threading.Lock()
 
@@ -322,7 +345,7 @@ def explore(
     if current_run() is not None or not _explore_lock.acquire(blocking=False):
         raise HazardUsageError("explore() cannot run inside another exploration")
     try:
-        with controlled_threading():
+        with controlled_threading(), _gc_paused():
             return _explore(
                 body,
                 preemption_bound,
@@ -367,19 +390,23 @@ def _explore(
     k_seen = 1
     threads_seen = 1
     failure: Failure | None = None
+    chooser: Chooser
+    if dfs is not None:
+        chooser = dfs
+    elif pct is not None:
+        chooser = pct
+    else:
+        assert walk is not None
+        chooser = walk
     while True:
-        chooser: Chooser
+        if pct is not None:
+            pct.begin(k_seen)
         if dfs is not None:
             dfs.begin()
-            chooser = dfs
-        elif pct is not None:
-            pct.begin(k_seen)
-            chooser = pct
-        else:
-            assert walk is not None
-            chooser = walk
         run = _run_once(body, chooser, max_steps=max_steps, lock_edges=lock_edges)
         schedules += 1
+        if schedules % _COLLECT_EVERY == 0:
+            gc.collect(1)
         k_seen = max(k_seen, run.decisions)
         threads_seen = max(threads_seen, len(run.threads))
         if run.failure is not None:
@@ -392,9 +419,9 @@ def _explore(
             break
         if dfs is not None:
             dfs.finish(run)
-        if dfs is not None and not dfs.advance():
-            complete = True
-            break
+            if not dfs.advance():
+                complete = True
+                break
         if limit is not None and schedules >= limit:
             break
         if deadline is not None and time.monotonic() >= deadline:
@@ -422,7 +449,7 @@ def explore_with(body: Callable[[], object], dfs: Dfs, *, max_steps: int = 10_00
     if current_run() is not None or not _explore_lock.acquire(blocking=False):
         raise HazardUsageError("explore_with() cannot run inside an exploration")
     try:
-        with controlled_threading():
+        with controlled_threading(), _gc_paused():
             return _explore(
                 body,
                 dfs.bound,
@@ -462,7 +489,7 @@ def replay(body: Callable[[], object], token: str, *, max_steps: int = 10_000) -
     if current_run() is not None or not _explore_lock.acquire(blocking=False):
         raise HazardUsageError("replay() cannot run inside an exploration")
     try:
-        with controlled_threading():
+        with controlled_threading(), _gc_paused():
             run = _replay_run(body, deviations, max_steps, record=True)
     finally:
         _explore_lock.release()
