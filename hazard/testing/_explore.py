@@ -384,20 +384,12 @@ def _explore(
     lock_edges: dict[tuple[object, object], LockEdge] = {}
     dfs = (given_dfs or Dfs(bound, reduction)) if mode == "dfs" else None
     pct = Pct(rng, pct_depth, 1) if mode == "pct" else None
-    walk = RandomWalk(rng) if mode == "random" else None
+    chooser: Chooser = dfs or pct or RandomWalk(rng)
     schedules = 0
     complete = False
     k_seen = 1
     threads_seen = 1
     failure: Failure | None = None
-    chooser: Chooser
-    if dfs is not None:
-        chooser = dfs
-    elif pct is not None:
-        chooser = pct
-    else:
-        assert walk is not None
-        chooser = walk
     while True:
         if pct is not None:
             pct.begin(k_seen)
@@ -426,10 +418,9 @@ def _explore(
             break
         if deadline is not None and time.monotonic() >= deadline:
             break
-    pct_probability = miss = None
-    if mode == "pct":
-        pct_probability = 1.0 / (threads_seen * k_seen ** (pct_depth - 1))
-        miss = math.exp(schedules * math.log1p(-min(pct_probability, 1.0 - 1e-12)))
+    pct_probability, miss = (
+        _pct_bounds(threads_seen, k_seen, pct_depth, schedules) if mode == "pct" else (None, None)
+    )
     return ExploreResult(
         ok=failure is None,
         schedules=schedules,
@@ -442,6 +433,12 @@ def _explore(
         pct_probability=pct_probability,
         miss_probability=miss,
     )
+
+
+def _pct_bounds(n: int, k: int, depth: int, runs: int) -> tuple[float, float]:
+    """PCT's per-run probability bound 1/(n*k^(d-1)), and the chance all ``runs`` missed."""
+    p = 1.0 / (n * k ** (depth - 1))
+    return p, math.exp(runs * math.log1p(-min(p, 1.0 - 1e-12)))
 
 
 def explore_with(body: Callable[[], object], dfs: Dfs, *, max_steps: int = 10_000) -> ExploreResult:
