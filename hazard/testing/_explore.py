@@ -223,10 +223,24 @@ def _same_failure(run: Run, kind: type[BaseException]) -> bool:
     return run.failure is not None and type(run.failure) is kind
 
 
+def _candidates(deviations: list[tuple[int, int]]) -> Iterator[list[tuple[int, int]]]:
+    """Smaller schedules first (one deviation dropped), then each deviation made earlier."""
+    for i in range(len(deviations)):
+        yield deviations[:i] + deviations[i + 1 :]
+    for i, (index, tid) in enumerate(deviations):
+        low = deviations[i - 1][0] + 1 if i else 0
+        for earlier in range(low, index):
+            yield [*deviations[:i], (earlier, tid), *deviations[i + 1 :]]
+
+
 def _shrink(
     body: Callable[[], object], run: Run, max_steps: int, budget: float
 ) -> tuple[list[tuple[int, int]], Run]:
-    """Fewest preemptions, then fewest steps: drop deviations while the failure stays."""
+    """Fewest preemptions, then fewest steps: replay smaller schedules while the failure stays.
+
+    Greedy: take the first candidate that still fails the same way and is better by
+    (preemptions, steps), then start over from it, until no candidate improves or time is up.
+    """
     assert run.failure is not None
     kind = type(run.failure)
     best_dev, best = list(run.deviations), run
@@ -234,8 +248,9 @@ def _shrink(
     improved = True
     while improved and time.monotonic() < deadline:
         improved = False
-        for i in range(len(best_dev)):
-            candidate = best_dev[:i] + best_dev[i + 1 :]
+        for candidate in _candidates(best_dev):
+            if time.monotonic() >= deadline:
+                break
             try:
                 trial = _replay_run(body, candidate, max_steps)
             except ReplayDrift:
@@ -246,27 +261,6 @@ def _shrink(
             ):
                 best_dev, best = list(trial.deviations), trial
                 improved = True
-                break
-    # Then try moving each deviation earlier: the same switch sooner often means fewer steps.
-    improved = True
-    while improved and time.monotonic() < deadline:
-        improved = False
-        for i, (index, tid) in enumerate(best_dev):
-            low = best_dev[i - 1][0] + 1 if i else 0
-            for earlier in range(low, index):
-                candidate = [*best_dev[:i], (earlier, tid), *best_dev[i + 1 :]]
-                try:
-                    trial = _replay_run(body, candidate, max_steps)
-                except ReplayDrift:
-                    continue
-                if _same_failure(trial, kind) and (trial.preemptions, trial.steps) < (
-                    best.preemptions,
-                    best.steps,
-                ):
-                    best_dev, best = list(trial.deviations), trial
-                    improved = True
-                    break
-            if improved:
                 break
     return best_dev, best
 
