@@ -62,6 +62,8 @@ class Hpref(Generic[C]):
 
         None means ``src`` held None or the object's count had already reached zero.
         """
+        if type(src) is not AtomicRef:
+            raise TypeError(f"get() needs an AtomicRef, not {type(src).__name__}")
         slot = self.domain._reserve()
         hazard = slot._record.hazard
         try:
@@ -75,6 +77,8 @@ class Hpref(Generic[C]):
 
     def put(self, obj: C) -> bool:
         """Drop a reference; on the last one wait for readers, then release. True if released."""
+        if obj is None:
+            raise TypeError("put(None): only an object returned by get() can be put")
         if obj.refcount.dec_and_test():
             self.domain.synchronize(obj)
             self.release(obj)

@@ -87,3 +87,11 @@ def test_constructor_validates():
         Hpref(None, print)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="release must be callable, not int"):
         Hpref(HazardDomain(), 1)  # type: ignore[arg-type]
+
+
+def test_get_and_put_validate_their_arguments():
+    hpref, _ = make()
+    with pytest.raises(TypeError, match="get\\(\\) needs an AtomicRef, not list"):
+        hpref.get([])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="put\\(None\\)"):
+        hpref.put(None)  # type: ignore[arg-type]
