@@ -40,3 +40,4 @@ from hazard._refcount import set_refcount_reporter as set_refcount_reporter
 from hazard._sync import Condition as Condition
 from hazard._sync import Event as Event
 from hazard._sync import Lock as Lock
+from hazard._sync import RwSemaphore as RwSemaphore

@@ -12,7 +12,10 @@ Ordering contract (holds on free-threaded CPython, where no GIL orders anything)
   results outside that range raise ``OverflowError`` and leave the cell unchanged.
 
 Explorer contract: each operation first calls the installed scheduler's ``checkpoint`` (see
-``hazard._checkpoint``); with none installed that is one global load and one test.
+``hazard._checkpoint``); with none installed that is one global load and one test. A
+compare-exchange is announced as a read and reports its write (``also``) only if it succeeded:
+a failed one changes nothing, so it must not wake threads waiting for a change (two threads
+retrying failed exchanges would otherwise wake each other forever).
 
 Why cereggii and not a lock per cell: tools/bench_hazard.py measures both in one run; a
 compare-exchange under a ``threading.Lock`` costs about twice the C-level one here.
@@ -72,8 +75,10 @@ class AtomicRef(HeapObject, Generic[T]):
     def compare_exchange(self, expected: T, desired: T) -> bool:
         """Store ``desired`` if the value ``is`` ``expected``; return whether it did."""
         if _cp.scheduler is not None:
-            _cp.scheduler.checkpoint(self, _RMW, "compare_exchange")
+            _cp.scheduler.checkpoint(self, _READ, "compare_exchange")
         done: bool = self._cell.compare_and_set(expected, desired)
+        if done and _cp.scheduler is not None:
+            _cp.scheduler.also(self, _WRITE)  # only a successful exchange writes
         return done
 
     def peek(self) -> T:
@@ -123,8 +128,10 @@ class AtomicInt(HeapObject):
     def compare_exchange(self, expected: int, desired: int) -> bool:
         """Store ``desired`` if the value equals ``expected``; return whether it did."""
         if _cp.scheduler is not None:
-            _cp.scheduler.checkpoint(self, _RMW, "compare_exchange")
+            _cp.scheduler.checkpoint(self, _READ, "compare_exchange")
         done: bool = self._cell.compare_and_set(expected, desired)
+        if done and _cp.scheduler is not None:
+            _cp.scheduler.also(self, _WRITE)  # only a successful exchange writes
         return done
 
     def fetch_add(self, delta: int) -> int:

@@ -1,4 +1,4 @@
-"""A mutex, a condition variable and an event that the explorer can see.
+"""A mutex, a condition variable, an event and a reader-writer semaphore the explorer sees.
 
 Rules:
 - Without an explorer, :class:`Lock` is a ``threading.Lock`` plus one checkpoint test.
@@ -24,7 +24,7 @@ from hazard._atomics import AtomicInt
 from hazard._checkpoint import Access
 from hazard._errors import HazardUsageError
 
-__all__ = ["Condition", "Event", "Lock"]
+__all__ = ["Condition", "Event", "Lock", "RwSemaphore"]
 
 
 class Lock:
@@ -61,13 +61,16 @@ class Lock:
             if not self._lock.acquire(blocking):
                 return False
         else:
+            # A failed attempt only reads the lock: it must not wake the other waiters, or
+            # two of them would wake each other forever while the holder never runs.
             while True:
-                sched.checkpoint(self, Access.RMW, "acquire")
+                sched.checkpoint(self, Access.READ, "acquire")
                 if self._lock.acquire(False):
                     break
                 if not blocking:
                     return False
                 sched.pause()
+            sched.also(self, Access.WRITE)
             sched.lock_acquired(self)
         self._owner = me
         return True
@@ -254,3 +257,89 @@ class Event:
 
     def __repr__(self) -> str:
         return f"<Event {self.name} {'set' if self._flag.peek() else 'clear'}>"
+
+
+class RwSemaphore:
+    """A reader-writer semaphore (the kernel's ``rw_semaphore``) the explorer can see.
+
+    Many readers or one writer. A waiting writer holds off new readers, so writers do not
+    starve; as in the kernel, a reader that re-enters while a writer waits deadlocks, and the
+    explorer reports it. Built on :class:`Lock` and :class:`Condition`, so every wait and
+    wake-up is a checkpoint.
+
+    Args:
+        name: shown in ``repr`` and in explorer reports.
+
+    """
+
+    def __init__(self, name: str = "rwsem") -> None:
+        self.name = name
+        self._cond = Condition(Lock(f"{name}.wait_lock"), name=name)
+        # Guarded by the condition's lock.
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    def down_read(self) -> None:
+        """Take the semaphore for reading."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer and not self._writers_waiting)
+            self._readers += 1
+
+    def up_read(self) -> None:
+        """Release a read hold."""
+        with self._cond:
+            if self._readers == 0:
+                raise HazardUsageError(f"{self.name}: up_read() without a read hold")
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
+
+    def down_write(self) -> None:
+        """Take the semaphore for writing (waits for every reader to leave)."""
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                self._cond.wait_for(lambda: not self._writer and self._readers == 0)
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+
+    def up_write(self) -> None:
+        """Release the write hold."""
+        with self._cond:
+            if not self._writer:
+                raise HazardUsageError(f"{self.name}: up_write() without the write hold")
+            self._writer = False
+            self._cond.notify_all()
+
+    def read(self) -> _Hold:
+        """``with sem.read():`` holds the semaphore for reading."""
+        return _Hold(self.down_read, self.up_read)
+
+    def write(self) -> _Hold:
+        """``with sem.write():`` holds the semaphore for writing."""
+        return _Hold(self.down_write, self.up_write)
+
+    def __repr__(self) -> str:
+        state = "writer" if self._writer else f"{self._readers} readers"
+        return f"<RwSemaphore {self.name} {state}, {self._writers_waiting} writers waiting>"
+
+
+class _Hold:
+    __slots__ = ("_down", "_up")
+
+    def __init__(self, down: Callable[[], None], up: Callable[[], None]) -> None:
+        self._down = down
+        self._up = up
+
+    def __enter__(self) -> None:
+        self._down()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._up()

@@ -117,11 +117,11 @@ def test_every_operation_is_a_checkpoint_with_its_access_kind(recorder):
         (ref, Access.READ, "load"),
         (ref, Access.WRITE, "store"),
         (ref, Access.RMW, "exchange"),
-        (ref, Access.RMW, "compare_exchange"),
+        (ref, Access.READ, "compare_exchange"),
         (n, Access.READ, "load"),
         (n, Access.WRITE, "store"),
         (n, Access.RMW, "exchange"),
-        (n, Access.RMW, "compare_exchange"),
+        (n, Access.READ, "compare_exchange"),
         (n, Access.RMW, "fetch_add"),
     ]
 

@@ -120,8 +120,8 @@ def test_lock_under_scheduler_pauses_instead_of_blocking():
         _checkpoint.uninstall(sched)
     assert sched.pauses == 1
     assert sched.calls == [
-        (Access.RMW, "acquire"),
-        (Access.RMW, "acquire"),
-        (Access.RMW, "acquire"),
+        (Access.READ, "acquire"),
+        (Access.READ, "acquire"),
+        (Access.READ, "acquire"),
         (Access.WRITE, "release"),
     ]

@@ -666,8 +666,13 @@ class Run:
             return []
         lines = ["deadlock: every live thread waits for a write no runnable thread can make"]
         for u in blocked:
-            what = ", ".join(self._describe_wait(o) for o in u.waits.values()) or "nothing"
-            lines.append(f"  {u.name} waits for a write to {what} (at {u.pending_op})")
+            # The last object read is what the thread was checking when it paused; earlier
+            # reads since its last write would also wake it.
+            objs = list(u.waits.values())
+            what = self._describe_wait(objs[-1]) if objs else "nothing"
+            if len(objs) > 1:
+                what += f" (or to {', '.join(self._describe_wait(o) for o in objs[:-1])})"
+            lines.append(f"  {u.name} waits for a write to {what}")
         self._fail_run(Deadlock("\n".join(lines)))
 
     def _describe_wait(self, obj: object) -> str:
