@@ -1,9 +1,9 @@
 """hazard.testing: a deterministic interleaving explorer for code built on hazard's primitives.
 
 ``explore(body)`` runs ``body`` once per thread schedule: exhaustively up to a preemption bound
-(with sleep-set reduction), or by PCT or random sampling. Threads switch only at checkpoints
-(atomics, controlled locks, waits, thread start and join, ``yield_now``). A failure comes back
-shrunk, as a per-thread timeline with a one-line replay token.
+(with dynamic partial-order reduction), or by PCT or random sampling. Threads switch only at
+checkpoints (atomics, controlled locks, waits, thread start and join, heap frees,
+``yield_now``). A failure comes back shrunk, as a per-thread timeline with a replay token.
 """
 
 from hazard.testing._errors import Deadlock as Deadlock

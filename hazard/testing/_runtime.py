@@ -186,8 +186,8 @@ class Step:
 class Chooser(Protocol):
     """Picks the thread that runs next at a decision point (two or more runnable threads)."""
 
-    def choose(self, run: Run, current: LThread, enabled: list[LThread]) -> LThread | None:
-        """Return the thread to run, or None to prune the rest of this schedule."""
+    def choose(self, run: Run, current: LThread, enabled: list[LThread]) -> LThread:
+        """Return the thread to run next (one of ``enabled``)."""
 
 
 @dataclass
@@ -256,7 +256,6 @@ class Run:
         self.clock = 0.0
         self.failure: BaseException | None = None
         self.failed_thread: LThread | None = None
-        self.pruned = False
         self.aborting = False
         self.lock_edges = lock_edges if lock_edges is not None else {}
         self._done = _thread.allocate_lock()
@@ -638,10 +637,6 @@ class Run:
             raise
         except Exception as exc:  # drift or nondeterminism: the run cannot go on
             self._fail_run(exc)
-        if chosen is None:
-            self.pruned = True
-            self.aborting = True
-            raise _Abort
         if chosen is not default:
             self.deviations.append((self.decisions, chosen.tid))
         if t_enabled and chosen is not t:

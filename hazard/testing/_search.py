@@ -5,11 +5,8 @@ Rules:
   the current thread if it can run, else the lowest-numbered runnable one; switching away from
   a runnable current thread is a preemption.
 - ``Dfs`` enumerates every schedule with at most ``bound`` preemptions, depth first, by
-  replaying a prefix of recorded decisions and taking defaults after it. With ``reduction`` it
-  keeps sleep sets (Godefroid): after exploring thread ``a`` at a node, ``a`` sleeps in the
-  sibling subtrees until a step dependent with ``a``'s pending operation runs (same object, at
-  least one write), since those orders were already covered. Combined with a preemption bound
-  this is the usual heuristic (as in CHESS): sound without the bound.
+  replaying a prefix of recorded decisions and taking defaults after it; with ``reduction``
+  only the alternatives that bounded dynamic partial-order reduction asks for (see ``Dfs``).
 - ``Pct`` (Burckhardt et al. 2010): random distinct priorities, ``depth - 1`` random
   priority-change points among ``k`` decisions; the highest-priority runnable thread runs.
 - ``Replay`` follows a token's deviations and says where the code drifted from it.
@@ -94,7 +91,7 @@ class Dfs:
 
     fresh_from = 0
 
-    def choose(self, run: Run, current: LThread, enabled: list[LThread]) -> LThread | None:
+    def choose(self, run: Run, current: LThread, enabled: list[LThread]) -> LThread:
         i = self.depth
         self.depth = i + 1
         nodes = self.nodes
@@ -327,7 +324,7 @@ class RandomWalk:
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
 
-    def choose(self, run: Run, current: LThread, enabled: list[LThread]) -> LThread | None:
+    def choose(self, run: Run, current: LThread, enabled: list[LThread]) -> LThread:
         return enabled[self.rng.randrange(len(enabled))]
 
 
@@ -356,7 +353,7 @@ class Pct:
             self.priorities[tid] = self.depth + self.rng.random()
         return self.priorities[tid]
 
-    def choose(self, run: Run, current: LThread, enabled: list[LThread]) -> LThread | None:
+    def choose(self, run: Run, current: LThread, enabled: list[LThread]) -> LThread:
         best = max(enabled, key=lambda u: self._priority(u.tid))
         j = self.change_points.get(self.decision)
         self.decision += 1
@@ -374,7 +371,7 @@ class Replay:
         self.last = max(self.wanted, default=-1)
         self.decision = 0
 
-    def choose(self, run: Run, current: LThread, enabled: list[LThread]) -> LThread | None:
+    def choose(self, run: Run, current: LThread, enabled: list[LThread]) -> LThread:
         i = self.decision
         self.decision += 1
         tid = self.wanted.get(i)
