@@ -23,7 +23,7 @@ compare-exchange under a ``threading.Lock`` costs about twice the C-level one he
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import cereggii
 
@@ -40,17 +40,15 @@ _WRITE = Access.WRITE
 _RMW = Access.RMW
 
 
-class AtomicRef(HeapObject, Generic[T]):
-    """A reference that threads load, store and swap atomically (sequentially consistent).
+class _Atomic(HeapObject, Generic[T]):
+    """The operations both cells share; ``_cell`` is a cereggii atomic of the right kind.
 
-    A HeapObject so that a struct on the emulated heap can embed it (``__embedded__``): after
-    the struct is freed, every operation on the cell is a use-after-free.
+    A HeapObject so that a struct on the emulated heap can embed a cell (``__embedded__``):
+    after the struct is freed, every operation on the cell is a use-after-free.
     """
 
     __slots__ = ("_cell",)
-
-    def __init__(self, value: T) -> None:
-        self._cell = cereggii.AtomicRef(value)
+    _cell: Any
 
     def load(self) -> T:
         """Return the current value."""
@@ -73,7 +71,10 @@ class AtomicRef(HeapObject, Generic[T]):
         return old
 
     def compare_exchange(self, expected: T, desired: T) -> bool:
-        """Store ``desired`` if the value ``is`` ``expected``; return whether it did."""
+        """Store ``desired`` if the value is ``expected``; return whether it did.
+
+        ``AtomicRef`` compares by identity (``is``), ``AtomicInt`` by value.
+        """
         if _cp.scheduler is not None:
             _cp.scheduler.checkpoint(self, _READ, "compare_exchange")
         done: bool = self._cell.compare_and_set(expected, desired)
@@ -87,16 +88,22 @@ class AtomicRef(HeapObject, Generic[T]):
         return value
 
     def __repr__(self) -> str:
-        return f"<AtomicRef {self._cell.get()!r}>"
+        return f"<{type(self).__name__} {self._cell.get()!r}>"
 
 
-class AtomicInt(HeapObject):
-    """A signed 64-bit integer that threads update atomically (sequentially consistent).
+class AtomicRef(_Atomic[T]):
+    """A reference that threads load, store and swap atomically (sequentially consistent)."""
 
-    Embeddable in a heap struct, like :class:`AtomicRef`.
-    """
+    __slots__ = ()
 
-    __slots__ = ("_cell",)
+    def __init__(self, value: T) -> None:
+        self._cell = cereggii.AtomicRef(value)
+
+
+class AtomicInt(_Atomic[int]):
+    """A signed 64-bit integer that threads update atomically (sequentially consistent)."""
+
+    __slots__ = ()
 
     def __init__(self, value: int = 0) -> None:
         if not isinstance(value, int):
@@ -105,46 +112,9 @@ class AtomicInt(HeapObject):
             raise OverflowError(f"AtomicInt value {value} is outside the signed 64-bit range")
         self._cell = cereggii.AtomicInt64(value)
 
-    def load(self) -> int:
-        """Return the current value."""
-        if _cp.scheduler is not None:
-            _cp.scheduler.checkpoint(self, _READ, "load")
-        value: int = self._cell.get()
-        return value
-
-    def store(self, value: int) -> None:
-        """Replace the value."""
-        if _cp.scheduler is not None:
-            _cp.scheduler.checkpoint(self, _WRITE, "store")
-        self._cell.set(value)
-
-    def exchange(self, value: int) -> int:
-        """Replace the value and return the previous one."""
-        if _cp.scheduler is not None:
-            _cp.scheduler.checkpoint(self, _RMW, "exchange")
-        old: int = self._cell.get_and_set(value)
-        return old
-
-    def compare_exchange(self, expected: int, desired: int) -> bool:
-        """Store ``desired`` if the value equals ``expected``; return whether it did."""
-        if _cp.scheduler is not None:
-            _cp.scheduler.checkpoint(self, _READ, "compare_exchange")
-        done: bool = self._cell.compare_and_set(expected, desired)
-        if done and _cp.scheduler is not None:
-            _cp.scheduler.also(self, _WRITE)  # only a successful exchange writes
-        return done
-
     def fetch_add(self, delta: int) -> int:
         """Add ``delta`` (may be negative) and return the previous value."""
         if _cp.scheduler is not None:
             _cp.scheduler.checkpoint(self, _RMW, "fetch_add")
         old: int = self._cell.get_and_increment(delta)
         return old
-
-    def peek(self) -> int:
-        """Return the value without a checkpoint: for reports and ``repr`` only, never logic."""
-        value: int = self._cell.get()
-        return value
-
-    def __repr__(self) -> str:
-        return f"<AtomicInt {self._cell.get()}>"

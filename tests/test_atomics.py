@@ -4,9 +4,10 @@ import pytest
 
 from hazard import AtomicInt, AtomicRef, _checkpoint
 from hazard._checkpoint import Access
+from tests.stubs import NullScheduler
 
 
-class RecordingScheduler:
+class RecordingScheduler(NullScheduler):
     def __init__(self) -> None:
         self.calls: list[tuple[object, Access, str]] = []
         self.pauses = 0
@@ -17,15 +18,6 @@ class RecordingScheduler:
     def pause(self, timeout: float | None = None) -> bool:
         self.pauses += 1
         return True
-
-    def also(self, obj: object, access: Access) -> None:
-        pass
-
-    def lock_acquired(self, lock: object) -> None:
-        pass
-
-    def lock_released(self, lock: object) -> None:
-        pass
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import pytest
 
 from hazard import AtomicRef, HazardDomain, HazardUsageError, _checkpoint
 from hazard._checkpoint import Access
+from tests.stubs import NullScheduler
 
 
 def opt(obj: "Obj | None") -> "AtomicRef[Obj | None]":
@@ -37,7 +38,7 @@ def test_protect_yields_none_when_the_pointer_is_none():
         assert domain.statistics().protected == 0
 
 
-class SwapOnReload:
+class SwapOnReload(NullScheduler):
     """Changes ``src`` right after the reader published, before its reload."""
 
     def __init__(self, src: AtomicRef[Obj | None], replacement: Obj | None) -> None:
@@ -53,15 +54,6 @@ class SwapOnReload:
 
     def pause(self, timeout: float | None = None) -> bool:
         raise AssertionError("nothing here should wait")
-
-    def also(self, obj: object, access: Access) -> None:
-        pass
-
-    def lock_acquired(self, lock: object) -> None:
-        pass
-
-    def lock_released(self, lock: object) -> None:
-        pass
 
 
 @pytest.mark.parametrize("replacement", [Obj("b"), None], ids=["changed", "unpublished"])

@@ -31,6 +31,7 @@ from hazard._checkpoint import Access
 from hazard._heap import Heap, UseAfterFree
 from tests import models
 from tests.models import Node
+from tests.stubs import NullScheduler
 
 pytestmark = pytest.mark.stress
 
@@ -38,7 +39,7 @@ BUDGET = 4.0  # seconds a broken variant gets to show itself; correct runs take 
 CLEAN_RUN = 1.0
 
 
-class Jitter:
+class Jitter(NullScheduler):
     """Yields the GIL at a random third of checkpoints: real threads, more interleavings."""
 
     def __init__(self, seed: int) -> None:
@@ -58,15 +59,6 @@ class Jitter:
     def pause(self, timeout: float | None = None) -> bool:
         time.sleep(0)
         return True
-
-    def also(self, obj: object, access: Access) -> None:
-        pass
-
-    def lock_acquired(self, lock: object) -> None:
-        pass
-
-    def lock_released(self, lock: object) -> None:
-        pass
 
 
 @contextmanager

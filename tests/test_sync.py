@@ -4,6 +4,7 @@ import pytest
 
 from hazard import HazardUsageError, Lock, _checkpoint
 from hazard._checkpoint import Access
+from tests.stubs import NullScheduler
 
 
 def test_lock_excludes_and_reports_state():
@@ -80,7 +81,7 @@ def test_lock_counts_under_contention():
     assert box[0] == 20000
 
 
-class PauseCounting:
+class PauseCounting(NullScheduler):
     def __init__(self, lock: Lock) -> None:
         self.lock = lock
         self.calls: list[tuple[Access, str]] = []
@@ -95,15 +96,6 @@ class PauseCounting:
         self.lock._owner = None
         self.lock._lock.release()
         return True
-
-    def also(self, obj: object, access: Access) -> None:
-        pass
-
-    def lock_acquired(self, lock: object) -> None:
-        pass
-
-    def lock_released(self, lock: object) -> None:
-        pass
 
 
 def test_lock_under_scheduler_pauses_instead_of_blocking():
