@@ -90,14 +90,11 @@ class WorkerPool:
 
     def __init__(self) -> None:
         self._idle: list[_Worker] = []
-        self.by_ident: dict[int, _Worker] = {}
 
     def get(self) -> _Worker:
         if self._idle:
             return self._idle.pop()
-        worker = _Worker()
-        self.by_ident[worker.ident] = worker
-        return worker
+        return _Worker()
 
     def put(self, worker: _Worker) -> None:
         worker.task = None
