@@ -6,7 +6,9 @@ the deterministic interleaving explorer lives in :mod:`hazard.testing`. Knows no
 
 from hazard._atomics import AtomicInt as AtomicInt
 from hazard._atomics import AtomicRef as AtomicRef
+from hazard._checkpoint import monotonic as monotonic
 from hazard._checkpoint import pause as pause
+from hazard._checkpoint import sleep as sleep
 from hazard._errors import HazardError as HazardError
 from hazard._errors import HazardUsageError as HazardUsageError
 from hazard._hazptr import HazardDomain as HazardDomain

@@ -18,7 +18,16 @@ import enum
 import time
 from typing import Protocol
 
-__all__ = ["Access", "Scheduler", "install", "pause", "scheduler", "uninstall"]
+__all__ = [
+    "Access",
+    "Scheduler",
+    "install",
+    "monotonic",
+    "pause",
+    "scheduler",
+    "sleep",
+    "uninstall",
+]
 
 
 class Access(enum.IntEnum):
@@ -49,6 +58,9 @@ class Scheduler(Protocol):
 
     def lock_released(self, lock: object) -> None:
         """Called before the calling thread releases ``lock``."""
+
+    def now(self) -> float:
+        """The explorer's clock, in seconds: it moves only when every thread waits."""
 
 
 scheduler: Scheduler | None = None
@@ -95,3 +107,27 @@ def pause(attempt: int = 0) -> None:
         time.sleep(0)
     else:
         time.sleep(min(1e-3, 1e-6 * (1 << min(attempt - 16, 10))))
+
+
+def monotonic() -> float:
+    """Seconds on the clock that timeouts use.
+
+    Under an explorer that is its mock clock (so timed code is deterministic there);
+    otherwise ``time.monotonic()``.
+    """
+    sched = scheduler
+    return time.monotonic() if sched is None else sched.now()
+
+
+def sleep(seconds: float) -> None:
+    """Sleep on :func:`monotonic`'s clock: under an explorer a timed wait nobody ends early."""
+    if seconds < 0:
+        raise ValueError(f"sleep length must be >= 0, not {seconds!r}")
+    sched = scheduler
+    if sched is None:
+        time.sleep(seconds)
+        return
+    # Nothing else writes what the sleeper read, so only the deadline ends the pause.
+    deadline = sched.now() + seconds
+    while sched.now() < deadline:
+        sched.pause(deadline - sched.now())

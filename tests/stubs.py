@@ -22,3 +22,6 @@ class NullScheduler:
 
     def lock_released(self, lock: object) -> None:
         pass
+
+    def now(self) -> float:
+        return 0.0

@@ -1,1 +1,58 @@
-"""usblp_emu: the usblp driver's object lifetime, emulated (filled in by later steps)."""
+"""usblp_emu: the usblp printer driver's object lifetime, emulated.
+
+A USB core, the usblp driver's real paths and five interchangeable lifetime strategies, on an
+emulated heap that reports use-after-free, double free and leaks; virtual printers to plug
+and unplug from any thread::
+
+    from usblp_emu import Host, VirtualPrinter
+    host = Host(strategy="hazard")
+    minor = host.plug(VirtualPrinter())
+    with host.open(minor) as f:
+        f.write(b"hello")
+"""
+
+from usblp_emu._constants import IOCNR_GET_BUS_ADDRESS as IOCNR_GET_BUS_ADDRESS
+from usblp_emu._constants import IOCNR_GET_DEVICE_ID as IOCNR_GET_DEVICE_ID
+from usblp_emu._constants import IOCNR_GET_PROTOCOLS as IOCNR_GET_PROTOCOLS
+from usblp_emu._constants import IOCNR_GET_VID_PID as IOCNR_GET_VID_PID
+from usblp_emu._constants import IOCNR_HP_SET_CHANNEL as IOCNR_HP_SET_CHANNEL
+from usblp_emu._constants import IOCNR_SET_PROTOCOL as IOCNR_SET_PROTOCOL
+from usblp_emu._constants import IOCNR_SOFT_RESET as IOCNR_SOFT_RESET
+from usblp_emu._constants import LP_PERRORP as LP_PERRORP
+from usblp_emu._constants import LP_POUTPA as LP_POUTPA
+from usblp_emu._constants import LP_PSELECD as LP_PSELECD
+from usblp_emu._constants import LPABORT as LPABORT
+from usblp_emu._constants import LPGETSTATUS as LPGETSTATUS
+from usblp_emu._constants import LPIOC_GET_BUS_ADDRESS as LPIOC_GET_BUS_ADDRESS
+from usblp_emu._constants import LPIOC_GET_DEVICE_ID as LPIOC_GET_DEVICE_ID
+from usblp_emu._constants import LPIOC_GET_PROTOCOLS as LPIOC_GET_PROTOCOLS
+from usblp_emu._constants import LPIOC_GET_VID_PID as LPIOC_GET_VID_PID
+from usblp_emu._constants import LPIOC_HP_SET_CHANNEL as LPIOC_HP_SET_CHANNEL
+from usblp_emu._constants import LPIOC_SET_PROTOCOL as LPIOC_SET_PROTOCOL
+from usblp_emu._constants import LPIOC_SOFT_RESET as LPIOC_SOFT_RESET
+from usblp_emu._constants import POLLHUP as POLLHUP
+from usblp_emu._constants import POLLIN as POLLIN
+from usblp_emu._constants import POLLOUT as POLLOUT
+from usblp_emu._constants import POLLRDNORM as POLLRDNORM
+from usblp_emu._constants import POLLWRNORM as POLLWRNORM
+from usblp_emu._errors import BadFile as BadFile
+from usblp_emu._errors import Busy as Busy
+from usblp_emu._errors import DeviceError as DeviceError
+from usblp_emu._errors import EmulatorUsageError as EmulatorUsageError
+from usblp_emu._errors import Interrupted as Interrupted
+from usblp_emu._errors import InvalidArgument as InvalidArgument
+from usblp_emu._errors import IOFailure as IOFailure
+from usblp_emu._errors import NoDevice as NoDevice
+from usblp_emu._errors import NoSpace as NoSpace
+from usblp_emu._errors import NotATypewriter as NotATypewriter
+from usblp_emu._errors import OutOfMemory as OutOfMemory
+from usblp_emu._errors import WouldBlock as WouldBlock
+from usblp_emu._errors import error_from_errno as error_from_errno
+from usblp_emu._host import File as File
+from usblp_emu._host import Host as Host
+from usblp_emu._printer import DEFAULT_DEVICE_ID as DEFAULT_DEVICE_ID
+from usblp_emu._printer import Fault as Fault
+from usblp_emu._printer import VirtualPrinter as VirtualPrinter
+from usblp_emu._printer import encode_device_id as encode_device_id
+from usblp_emu._strategies import CORRECT_STRATEGIES as CORRECT_STRATEGIES
+from usblp_emu._strategies import STRATEGIES as STRATEGIES

@@ -453,6 +453,10 @@ class Run:
         t.deadline = None
         return not t.timed_out
 
+    def now(self) -> float:
+        """The mock clock, in seconds since the run started."""
+        return self.clock
+
     def lock_acquired(self, lock: object) -> None:
         """Record lock order: every lock held now was taken before ``lock``."""
         t = self._me()
