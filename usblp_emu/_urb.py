@@ -97,7 +97,11 @@ class Anchor(HeapObject):
 
     def __init__(self, name: str = "anchor") -> None:
         self.lock = Lock(f"{name}.lock")
+        self.wait = Condition(self.lock, f"{name}.wait")
         self.urbs: list[Urb] = []  # guarded by self.lock
+        # Completions of URBs of this anchor running now (usb_anchor_suspend_wakeups): a kill
+        # of the anchor waits for them, so the struct holding it outlives every completion.
+        self.suspend_wakeups = 0  # guarded by self.lock
         self.poisoned = AtomicInt(0)
 
 
@@ -108,7 +112,9 @@ class HcdDevice:
 
     def __init__(self, model: DeviceModel) -> None:
         self.model = model
-        self.attached = True  # guarded by the controller's lock
+        # Cleared under the controller's lock (so submit, which tests it under that lock, is
+        # ordered against the flush); read without it elsewhere.
+        self.attached = AtomicInt(1)
 
 
 class HostController:
@@ -190,8 +196,10 @@ class HostController:
         """usb_submit_urb(): 0, or -EPERM (rejected), -ENODEV (device gone), -EBUSY."""
         if urb.reject.load():
             return -errno.EPERM
+        if self._thread is None:  # a hint only: start() decides under the lock
+            self.start()
         with self._cond:
-            if not urb.device.attached:
+            if not urb.device.attached.load():
                 return -errno.ENODEV
             if urb.use_count:
                 return -errno.EBUSY
@@ -219,6 +227,10 @@ class HostController:
 
         Then drop the controller's reference.
         """
+        anchor = urb.anchor
+        if anchor is not None:
+            with anchor.lock:
+                anchor.suspend_wakeups += 1
         unanchor_urb(self.heap, urb)
         try:
             urb.complete(urb)
@@ -227,6 +239,10 @@ class HostController:
             if _checkpoint.scheduler is not None:
                 raise
         finally:
+            if anchor is not None:
+                with anchor.lock:
+                    anchor.suspend_wakeups -= 1
+                    anchor.wait.notify_all()
             with self._cond:
                 urb.use_count = 0
                 self.completed += 1
@@ -261,7 +277,7 @@ class HostController:
     def flush_device(self, device: HcdDevice) -> None:
         """The device is gone: fail its pending URBs with -ESHUTDOWN, refuse new ones."""
         with self._cond:
-            device.attached = False
+            device.attached.store(0)
             victims = [u for u in self._pending if u.device is device]
             for urb in victims:
                 self._pending.remove(urb)
@@ -271,8 +287,7 @@ class HostController:
 
     def is_attached(self, device: HcdDevice) -> bool:
         """Whether ``device`` is still plugged in."""
-        with self._cond:
-            return device.attached
+        return bool(device.attached.load())
 
 
 def free_urb(heap: Heap, urb: Urb) -> None:
@@ -321,13 +336,25 @@ def poison_anchored_urbs(hcd: HostController, anchor: Anchor) -> None:
 
 
 def _kill_all(hcd: HostController, anchor: Anchor, kill: Callable[[Urb], None]) -> None:
-    done: list[Urb] = []  # the objects, not ids: a freed URB's id may be reused
+    """Kill anchored URBs, newest first, until none is left and none is completing.
+
+    The end test is the kernel's usb_anchor_check_wakeup.
+    """
+    attempt = 0
     while True:
         with anchor.lock:
-            victim = next((u for u in reversed(anchor.urbs) if not any(u is d for d in done)), None)
-            if victim is None:
-                return
+            if not anchor.urbs:
+                if anchor.suspend_wakeups == 0:
+                    return
+                anchor.wait.wait()
+                continue
+            victim = anchor.urbs[-1]
             victim.refs.inc()  # usb_get_urb: keep it alive across the kill
-        done.append(victim)
         kill(victim)
+        still_anchored = victim.anchor is anchor
         free_urb(hcd.heap, victim)
+        if still_anchored:
+            # Anchored but not submitted yet (a writer between anchor and submit): the
+            # kernel spins with cpu_relax() until it submits or unanchors.
+            _checkpoint.pause(attempt)
+            attempt += 1

@@ -112,7 +112,6 @@ class UsbCore:
 
     def connect(self, model: DeviceModel) -> UsbDev:
         """Enumerate ``model`` and probe each of its interfaces with the driver."""
-        self.hcd.start()
         dev = UsbDev(model, self.hcd.attach(model), self.busnum, self._next_devnum)
         self._next_devnum = 2 if self._next_devnum >= 127 else self._next_devnum + 1
         for number, alts in enumerate(model.descriptor.interfaces):
