@@ -129,9 +129,16 @@ class HostController:
     def __init__(self, heap: Heap, errors: list[BaseException]) -> None:
         self.heap = heap
         self.errors = errors
-        self._cond = Condition(Lock("hcd.lock"), "hcd")
-        self._pending: list[Urb] = []  # guarded by _cond
-        self._stopping = False  # guarded by _cond
+        lock = Lock("hcd.lock")
+        # Two conditions on one lock: the controller thread waits for work, killers wait for
+        # a URB to go idle; a giveback wakes only killers, a submit or kick only the thread.
+        self._cond = Condition(lock, "hcd.work")
+        self._idle = Condition(lock, "hcd.idle")
+        self._pending: list[Urb] = []  # guarded by the lock
+        self._stopping = False  # guarded by the lock
+        # Something changed since the thread last asked the devices (a submit, a kick):
+        # without it the thread sleeps until the earliest deadline a device gave.
+        self._dirty = False  # guarded by the lock
         self._thread: threading.Thread | None = None
         self.completed = 0  # written by giveback under _cond; statistics only
 
@@ -157,6 +164,7 @@ class HostController:
     def kick(self) -> None:
         """A device changed state: look at the pending transfers again."""
         with self._cond:
+            self._dirty = True
             self._cond.notify_all()
 
     def _main(self) -> None:
@@ -167,12 +175,14 @@ class HostController:
                     if self._stopping:
                         return
                     wait = None if ready is None else max(0.0, ready - monotonic())
-                    self._cond.wait(wait)
+                    if not self._dirty:
+                        self._cond.wait(wait)
                     ready = self._next_ready()
             self._finish(*ready)
 
     def _next_ready(self) -> tuple[Urb, Completion] | float | None:
         """The first pending URB its device has finished, else the earliest retry time."""
+        self._dirty = False
         now = monotonic()
         earliest: float | None = None
         for urb in self._pending:
@@ -209,6 +219,7 @@ class HostController:
             urb.actual_length = 0
             urb.started = monotonic()
             self._pending.append(urb)
+            self._dirty = True
             self._cond.notify_all()
         return 0
 
@@ -246,7 +257,7 @@ class HostController:
             with self._cond:
                 urb.use_count = 0
                 self.completed += 1
-                self._cond.notify_all()
+                self._idle.notify_all()
         free_urb(self.heap, urb)
 
     def kill(self, urb: Urb) -> None:
@@ -272,7 +283,7 @@ class HostController:
             self.giveback(urb)
         with self._cond:
             while urb.use_count:
-                self._cond.wait()
+                self._idle.wait()
 
     def flush_device(self, device: HcdDevice) -> None:
         """The device is gone: fail its pending URBs with -ESHUTDOWN, refuse new ones."""
