@@ -136,9 +136,12 @@ def test_kill_of_the_anchor_waits_for_a_completion_already_running(hcd):
     anchor_urb(urb, anchor)
     assert hcd.submit(urb) == 0
     assert entered.wait(5)
-    killer = threading.Thread(
-        target=lambda: (kill_anchored_urbs(hcd, anchor), order.append("kill returned"))
-    )
+
+    def killer_main() -> None:
+        kill_anchored_urbs(hcd, anchor)
+        order.append("kill returned")
+
+    killer = threading.Thread(target=killer_main)
     killer.start()
     killer.join(0.2)
     assert killer.is_alive(), "kill_anchored_urbs returned while a completion was running"
