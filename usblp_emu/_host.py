@@ -228,7 +228,13 @@ class File:
         return bool(self._closed.load())
 
     def _enter(self) -> Usblp:
-        self._count.fetch_add(1)
+        # Take a reference only while one is held (fget): once the count reached zero the
+        # release has run, and incrementing from zero would run it again.
+        count = self._count.load()
+        while count and not self._count.compare_exchange(count, count + 1):
+            count = self._count.load()
+        if not count:
+            raise BadFile(f"/dev/usb/lp{self.minor} is closed")
         if self._closed.load():
             self._leave()
             raise BadFile(f"/dev/usb/lp{self.minor} is closed")
