@@ -7,6 +7,7 @@ decide who frees the struct.
 from __future__ import annotations
 
 import errno
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from hazard import Lock
@@ -27,7 +28,7 @@ class StaticMutexStrategy(Strategy):
 
     def __init__(self, driver: UsblpDriver) -> None:
         super().__init__(driver)
-        self.usblp_mutex = Lock("usblp_mutex")
+        self.usblp_mutex: AbstractContextManager[object] = Lock("usblp_mutex")
 
     def open(self, minor: int) -> Usblp | int:
         if minor < 0:
