@@ -508,6 +508,11 @@ def _use_after_free(obj: HeapObject, name: str, *, is_write: bool) -> UseAfterFr
     )
 
 
+def is_poisoned_object(obj: object) -> bool:
+    """Whether ``obj`` is a freed heap object (never raises; reads no attribute of it)."""
+    return _is_poisoned(type(obj))
+
+
 def _is_poisoned(cls: type) -> bool:
     return vars(cls).get("__getattribute__") is _freed_getattribute
 

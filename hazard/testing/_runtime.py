@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
-from hazard import _checkpoint
+from hazard import _checkpoint, _heap
 from hazard._checkpoint import Access
 from hazard.testing._errors import (
     Deadlock,
@@ -220,8 +220,12 @@ def describe(obj: object) -> str:
     """A short name for an object in reports."""
     if obj is None:
         return "-"
-    name = getattr(obj, "name", None)
     kind = type(obj).__name__
+    if _heap.is_poisoned_object(obj):
+        # A freed object: reading its attributes here would report the explorer as the
+        # culprit; the access that follows the checkpoint reports the real one.
+        return f"freed {kind}@{id(obj) & 0xFFFF:04x}"
+    name = getattr(obj, "name", None)
     if isinstance(name, str):
         return f"{kind} {name}"
     return f"{kind}@{id(obj) & 0xFFFF:04x}"
