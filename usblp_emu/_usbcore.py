@@ -114,9 +114,9 @@ class UsbCore:
         """Enumerate ``model`` and probe each of its interfaces with the driver."""
         dev = UsbDev(model, self.hcd.attach(model), self.busnum, self._next_devnum)
         self._next_devnum = 2 if self._next_devnum >= 127 else self._next_devnum + 1
+        model.connect(self.hcd.kick)  # first: it refuses a device plugged in elsewhere
         for number, alts in enumerate(model.descriptor.interfaces):
             dev.interfaces.append(self.heap.alloc(Interface, dev, number, alts))
-        model.connect(self.hcd.kick)
         for intf in dev.interfaces:
             if self.driver is not None and self.driver.probe(intf) == 0:
                 intf.bound = True
