@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hazard import HazardUsageError
 from hazard.testing import ExploreResult, ReplayDrift, explore, replay, spawn
 from usblp_emu._errors import (
     Busy,
@@ -243,13 +244,14 @@ def replay_scenario(name: str, strategy: str, token: str) -> BaseException | Non
     Raises:
         EmulatorUsageError: an unknown scenario or strategy.
         ReplayDrift: the token does not fit this scenario's schedules.
+        HazardUsageError: ``token`` is not a replay token.
 
     """
     scenario = _lookup(name, strategy)
     try:
         replay(scenario_body(scenario, strategy), token)
-    except ReplayDrift:
-        raise
+    except (ReplayDrift, HazardUsageError):
+        raise  # the token does not fit, or is not a token: not the schedule's outcome
     except Exception as exc:  # the schedule's failure is the result
         return exc
     return None

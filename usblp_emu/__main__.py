@@ -1,0 +1,7 @@
+"""``python -m usblp_emu``: the ``usblp-emu`` command line."""
+
+import sys
+
+from usblp_emu._cli import main
+
+sys.exit(main())
