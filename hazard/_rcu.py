@@ -276,14 +276,18 @@ class Rcu:
                 "synchronize_rcu() inside a read-side critical section: "
                 "it would wait for itself forever"
             )
+        # Read every counter first, then wait: reading each one only when the wait for the
+        # previous reader is over would also wait for sections that began after this call.
+        running = []
         for reader in self._readers.load():
-            ctr = reader.ctr
-            seen = ctr.load()
+            seen = reader.ctr.load()
             if seen & 1:
-                attempt = 0
-                while ctr.load() == seen:
-                    _checkpoint.pause(attempt)
-                    attempt = min(attempt + 1, _MAX_PAUSE_ATTEMPT)
+                running.append((reader.ctr, seen))
+        for ctr, seen in running:
+            attempt = 0
+            while ctr.load() == seen:
+                _checkpoint.pause(attempt)
+                attempt = min(attempt + 1, _MAX_PAUSE_ATTEMPT)
         self._grace_periods.fetch_add(1)
 
     def call_rcu(self, cb: Callable[[], None]) -> None:
