@@ -663,9 +663,9 @@ class UsblpDriver:
                 return usblp.statusbuf.read(0, 1)[0]
             if cmd == LPABORT:
                 if arg:
-                    self._set_flag(usblp, LP_ABORT_FLAG)
+                    self._update_flags(usblp, LP_ABORT_FLAG, 0)
                 else:
-                    self._clear_flag(usblp, LP_ABORT_FLAG)
+                    self._update_flags(usblp, 0, LP_ABORT_FLAG)
                 return 0
             return -errno.ENOTTY
 
@@ -723,20 +723,14 @@ class UsblpDriver:
         return -errno.ENOTTY
 
     @staticmethod
-    def _set_flag(usblp: Usblp, bit: int) -> None:
+    def _update_flags(usblp: Usblp, set_bits: int, clear_bits: int) -> None:
         old = usblp.flags.load()
-        while not usblp.flags.compare_exchange(old, old | bit):
-            old = usblp.flags.load()
-
-    @staticmethod
-    def _clear_flag(usblp: Usblp, bit: int) -> None:
-        old = usblp.flags.load()
-        while not usblp.flags.compare_exchange(old, old & ~bit):
+        while not usblp.flags.compare_exchange(old, (old | set_bits) & ~clear_bits):
             old = usblp.flags.load()
 
     def clear_abort(self, usblp: Usblp) -> None:
         """Release's first step: ``usblp->flags &= ~LP_ABORT``."""
-        self._clear_flag(usblp, LP_ABORT_FLAG)
+        self._update_flags(usblp, 0, LP_ABORT_FLAG)
 
 
 LP_ABORT_FLAG = 0x0040  # <linux/lp.h> LP_ABORT, the only bit usblp keeps in flags

@@ -146,10 +146,8 @@ class VirtualPrinter:
         self._error = False
         self._faults: list[_Scripted] = []
         self._kick: Callable[[], None] | None = None
-        self._alt = 0
         self._suspended = False
         self._resets = 0
-        self._channel = 0
 
     # -- what tests and users see -----------------------------------------------------------
 
@@ -289,7 +287,6 @@ class VirtualPrinter:
             if self._kick is not None:
                 raise EmulatorUsageError(f"printer {self.serial} is already plugged into a host")
             self._kick = kick
-            self._alt = 0
             self._suspended = False
 
     def disconnect(self) -> None:
@@ -317,16 +314,16 @@ class VirtualPrinter:
                 self._to_host.clear()
                 return 0
             if key == _HP_CHANNEL:
-                self._channel = value
                 return bytes([value & 0xFF])[: int(data)]
         raise TransferFailed(-errno.EPIPE)  # a stall: request not supported
 
     def set_interface(self, number: int, alternate: int) -> None:
-        """SET_INTERFACE."""
+        """SET_INTERFACE: a stall unless the printer has that alt setting.
+
+        Every alt setting has the same endpoints, so the printer keeps no state for it.
+        """
         if number != 0 or not any(a.alternate == alternate for a in self._descriptor.interfaces[0]):
             raise TransferFailed(-errno.EPIPE)
-        with self._lock:
-            self._alt = alternate
 
     def service(
         self, endpoint: int, length: int, payload: bytes, started: float, now: float

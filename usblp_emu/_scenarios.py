@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from hazard import HazardUsageError
 from hazard.testing import ExploreResult, ReplayDrift, explore, replay, spawn
@@ -38,6 +39,10 @@ __all__ = [
     "replay_scenario",
     "scenario_body",
 ]
+
+
+class _Joinable(Protocol):
+    def join(self) -> object: ...
 
 
 class WrongErrno(AssertionError):
@@ -80,9 +85,9 @@ def _try_open(host: Host, minor: int, *allowed: type[DeviceError]) -> File | Non
         return None
 
 
-def _join_all(*threads: object) -> None:
+def _join_all(*threads: _Joinable) -> None:
     for t in threads:
-        t.join()  # type: ignore[attr-defined]
+        t.join()
 
 
 def _plain(host: Host, printer: VirtualPrinter, minor: int) -> None:

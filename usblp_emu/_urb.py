@@ -140,7 +140,6 @@ class HostController:
         # without it the thread sleeps until the earliest deadline a device gave.
         self._dirty = False  # guarded by the lock
         self._thread: threading.Thread | None = None
-        self.completed = 0  # written by giveback under _cond; statistics only
 
     # -- the controller thread ---------------------------------------------------------------
 
@@ -256,7 +255,6 @@ class HostController:
                     anchor.wait.notify_all()
             with self._cond:
                 urb.use_count = 0
-                self.completed += 1
                 self._idle.notify_all()
         free_urb(self.heap, urb)
 
