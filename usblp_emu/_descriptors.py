@@ -129,6 +129,9 @@ class DeviceModel(Protocol):
 
         """
 
+    def cancel(self, endpoint: int, started: float) -> None:
+        """The transfer submitted at ``started`` was killed before the device finished it."""
+
     def suspend(self) -> None:
         """The host suspended the device."""
 

@@ -10,6 +10,7 @@ import errno
 import os
 
 __all__ = [
+    "AccessDenied",
     "BadFile",
     "Busy",
     "DeviceError",
@@ -21,6 +22,8 @@ __all__ = [
     "NoSpace",
     "NotATypewriter",
     "OutOfMemory",
+    "Stalled",
+    "TimedOut",
     "WouldBlock",
     "error_from_errno",
 ]
@@ -31,10 +34,16 @@ class DeviceError(OSError):
 
     Attributes:
         errno: the kernel's errno for this failure (positive, as in ``OSError``).
+        remedy: what the user can do about it, when we know (the pyusb transport sets it:
+            the udev rule for EACCES, who holds the device for EBUSY).
+        written: for a failed write through the pyusb transport, the bytes the device
+            accepted before the failure (None elsewhere).
 
     """
 
     ERRNO: int = 0
+    remedy: str | None = None
+    written: int | None = None
 
     def __init__(self, detail: str = "", *, errno_value: int | None = None) -> None:
         code = self.ERRNO if errno_value is None else errno_value
@@ -104,6 +113,24 @@ class BadFile(DeviceError):
     ERRNO = errno.EBADF
 
 
+class AccessDenied(DeviceError):
+    """EACCES: no permission to open the USB device node (a udev rule is missing)."""
+
+    ERRNO = errno.EACCES
+
+
+class TimedOut(DeviceError):
+    """ETIMEDOUT: the device did not finish the transfer in time (it may have taken part)."""
+
+    ERRNO = errno.ETIMEDOUT
+
+
+class Stalled(DeviceError):
+    """EPIPE: the endpoint stalled (the device refused the request or the data)."""
+
+    ERRNO = errno.EPIPE
+
+
 _LEAVES: dict[int, type[DeviceError]] = {
     cls.ERRNO: cls
     for cls in (
@@ -117,6 +144,9 @@ _LEAVES: dict[int, type[DeviceError]] = {
         Interrupted,
         OutOfMemory,
         BadFile,
+        AccessDenied,
+        TimedOut,
+        Stalled,
     )
 }
 

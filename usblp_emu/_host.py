@@ -17,13 +17,16 @@ from types import TracebackType
 from typing import Any
 
 from hazard import AtomicInt, HazardError, Heap, Lock, RefcountViolation
+from usblp_emu._descriptors import DeviceModel
 from usblp_emu._driver import Usblp, UsblpDriver
 from usblp_emu._errors import BadFile, EmulatorUsageError, NoDevice, error_from_errno
-from usblp_emu._printer import VirtualPrinter
 from usblp_emu._strategies import STRATEGIES
 from usblp_emu._usbcore import UsbCore, UsbDev
 
 __all__ = ["File", "Host"]
+
+# What plug() checks a device model has (DeviceModel is a Protocol, not a base class).
+_MODEL_METHODS = ("descriptor", "connect", "disconnect", "control", "service", "cancel")
 
 
 class Host:
@@ -62,7 +65,7 @@ class Host:
         self.driver = UsblpDriver(self.core, cls, proto_bias)
         self.core.driver = self.driver
         self._hub = Lock("hub")
-        self._plugged: dict[int, tuple[VirtualPrinter, UsbDev]] = {}  # guarded by _hub
+        self._plugged: dict[int, tuple[DeviceModel, UsbDev]] = {}  # guarded by _hub
         self._closed = False  # guarded by _hub
 
     @property
@@ -72,8 +75,8 @@ class Host:
 
     # -- hotplug -------------------------------------------------------------------------------
 
-    def plug(self, printer: VirtualPrinter) -> int:
-        """Plug ``printer`` in and probe it.
+    def plug(self, printer: DeviceModel) -> int:
+        """Plug ``printer`` (a VirtualPrinter, or a real one as a PyusbModel) in and probe it.
 
         Returns:
             The minor of its usblp device (``/dev/usb/lp<minor>``).
@@ -84,8 +87,11 @@ class Host:
                 the printer stays plugged in, unbound.
 
         """
-        if not isinstance(printer, VirtualPrinter):
-            raise EmulatorUsageError(f"plug() takes a VirtualPrinter, not {type(printer).__name__}")
+        if not all(hasattr(printer, name) for name in _MODEL_METHODS):
+            raise EmulatorUsageError(
+                f"plug() takes a VirtualPrinter or another device model (a PyusbModel), "
+                f"not {type(printer).__name__}"
+            )
         with self._hub:
             if self._closed:
                 raise EmulatorUsageError("plug() on a closed Host")
@@ -98,7 +104,7 @@ class Host:
             raise NoDevice(f"usblp did not bind to {printer!r}")
         return minor
 
-    def unplug(self, printer: VirtualPrinter) -> bool:
+    def unplug(self, printer: DeviceModel) -> bool:
         """Unplug ``printer``: in-flight transfers fail, then usblp's disconnect runs.
 
         Returns:
@@ -112,7 +118,7 @@ class Host:
             self.core.disconnect(entry[1])
         return True
 
-    def minor_of(self, printer: VirtualPrinter) -> int | None:
+    def minor_of(self, printer: DeviceModel) -> int | None:
         """The minor usblp gave ``printer``, or None if it is not plugged in and bound."""
         with self._hub:
             entry = self._plugged.get(id(printer))
@@ -120,15 +126,15 @@ class Host:
                 return None
             return next((i.minor for i in entry[1].interfaces if i.bound), None)
 
-    def suspend(self, printer: VirtualPrinter) -> None:
+    def suspend(self, printer: DeviceModel) -> None:
         """System-suspend ``printer`` (usblp kills its URBs)."""
         self.core.suspend(self._dev(printer))
 
-    def resume(self, printer: VirtualPrinter) -> None:
+    def resume(self, printer: DeviceModel) -> None:
         """Resume ``printer`` (takes its resume latency; usblp resubmits its read)."""
         self.core.resume(self._dev(printer))
 
-    def _dev(self, printer: VirtualPrinter) -> UsbDev:
+    def _dev(self, printer: DeviceModel) -> UsbDev:
         with self._hub:
             entry = self._plugged.get(id(printer))
         if entry is None:

@@ -379,6 +379,9 @@ class VirtualPrinter:
         self._consume_locked(scripted)
         return now  # answer again at once
 
+    def cancel(self, endpoint: int, started: float) -> None:
+        """A killed transfer: nothing to undo, a transfer here is only ever a service call."""
+
     def suspend(self) -> None:
         """Runtime or system suspend."""
         with self._lock:

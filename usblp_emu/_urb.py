@@ -278,6 +278,7 @@ class HostController:
                 self._pending.remove(urb)
                 urb.status = status
         if mine:
+            urb.device.model.cancel(urb.endpoint, urb.started)
             self.giveback(urb)
         with self._cond:
             while urb.use_count:
@@ -292,6 +293,7 @@ class HostController:
                 self._pending.remove(urb)
                 urb.status = -errno.ESHUTDOWN
         for urb in victims:
+            device.model.cancel(urb.endpoint, urb.started)
             self.giveback(urb)
 
     def is_attached(self, device: HcdDevice) -> bool:
