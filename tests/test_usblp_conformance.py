@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.pyusb_host import PyusbHost
 from usblp_emu import (
     CORRECT_STRATEGIES,
     DEFAULT_DEVICE_ID,
@@ -49,7 +50,13 @@ from usblp_emu import (
     encode_device_id,
 )
 
-pytestmark = pytest.mark.parametrize("strategy", CORRECT_STRATEGIES)
+# Every case runs on a plain Host (VirtualPrinter straight on the emulated bus) and through
+# pyusb (VirtualPrinter -> VirtualBackend -> pyusb -> PyusbModel -> the bus): the path a real
+# printer takes.
+pytestmark = [
+    pytest.mark.parametrize("strategy", CORRECT_STRATEGIES),
+    pytest.mark.parametrize("transport", ["direct", "pyusb"]),
+]
 
 CHUNK = 8192  # usblp's largest write URB
 ID_MAX = 1023  # usblp_cache_device_id_string clamps the length to [2, USBLP_DEVICE_ID_SIZE - 1]
@@ -107,13 +114,13 @@ class Worker:
 
 
 @contextlib.contextmanager
-def managed_host(strategy: str, **kwargs: Any) -> Iterator[Host]:
+def managed_host(strategy: str, transport: str = "direct", **kwargs: Any) -> Iterator[Host]:
     """A Host that is closed and checked on exit, with a watchdog against a stuck test.
 
     If the test still runs after WATCHDOG seconds, a timer closes the host: that unplugs every
     printer, which wakes every blocked call with ENODEV, so the test fails instead of hanging.
     """
-    h = Host(strategy, **kwargs)
+    h = PyusbHost(strategy, **kwargs) if transport == "pyusb" else Host(strategy, **kwargs)
     fired = threading.Event()
 
     def fire() -> None:
@@ -133,15 +140,15 @@ def managed_host(strategy: str, **kwargs: Any) -> Iterator[Host]:
 
 
 @pytest.fixture
-def host(strategy: str) -> Iterator[Host]:
-    with managed_host(strategy) as h:
+def host(strategy: str, transport: str) -> Iterator[Host]:
+    with managed_host(strategy, transport) as h:
         yield h
 
 
 @pytest.fixture
-def make_host(strategy: str) -> Iterator[Callable[..., Host]]:
+def make_host(strategy: str, transport: str) -> Iterator[Callable[..., Host]]:
     with contextlib.ExitStack() as stack:
-        yield lambda **kwargs: stack.enter_context(managed_host(strategy, **kwargs))
+        yield lambda **kwargs: stack.enter_context(managed_host(strategy, transport, **kwargs))
 
 
 def plugged(host: Host, **printer_kwargs: Any) -> tuple[VirtualPrinter, int]:
@@ -278,7 +285,10 @@ def test_blocked_writer_woken_by_unplug_gets_enodev_or_eio(host):
             writer.outcome()
         assert info.value.errno in (errno.ENODEV, errno.EIO)
         # The URB failed with -ESHUTDOWN while present was still 1: before disconnect ran.
-        assert "usblp0: nonzero write bulk status received: -108" in host.log
+        # Through pyusb the transfer's failure and the hub's disconnect race (as on real
+        # hardware), so the completion may come after disconnect and print nothing.
+        if not isinstance(host, PyusbHost):
+            assert "usblp0: nonzero write bulk status received: -108" in host.log
         with pytest.raises(NoDevice):
             f.write(b"later")
     assert printer.received == b""
@@ -828,6 +838,8 @@ def test_replug_after_unplug_gives_a_working_device(host):
 
 
 def test_suspend_resume_with_an_open_file_then_read_works(host):
+    if isinstance(host, PyusbHost):
+        pytest.skip("pyusb cannot suspend a device: USB power management is the kernel's")
     printer, minor = plugged(host)
     with host.open(minor) as f:
         host.suspend(printer)

@@ -110,10 +110,10 @@ def test_plugging_a_printer_into_a_second_host_is_a_usage_error_and_leaks_nothin
         ("", b"\x00\x02"),
         ("MFG:A;", b"\x00\x08MFG:A;"),
         ("x" * 300, b"\x01\x2e" + b"x" * 300),
-        ("MDL:Caf\u00e9;", b"\x00\x0bMDL:Caf\xe9;"),
-        ("MDL:\u2603;", b"\x00\x08MDL:?;"),
+        ("MDL:Caf\u00e9;", b"\x00\x0cMDL:Caf\xc3\xa9;"),
+        ("MDL:\u2603;", b"\x00\x0aMDL:\xe2\x98\x83;"),
     ],
-    ids=["empty", "short", "300 bytes", "latin-1", "not latin-1"],
+    ids=["empty", "short", "300 bytes", "utf-8", "utf-8 3 bytes"],
 )
 def test_encode_device_id_prefixes_the_big_endian_length_counting_itself(text, wire):
     assert encode_device_id(text) == wire

@@ -2,7 +2,8 @@
 
 A USB core, the usblp driver's real paths and five interchangeable lifetime strategies, on an
 emulated heap that reports use-after-free, double free and leaks; virtual printers to plug
-and unplug from any thread::
+and unplug from any thread, and real printers through pyusb (or virtual ones through
+:class:`VirtualBackend`, a pure-Python pyusb backend)::
 
     from usblp_emu import Host, VirtualPrinter
     host = Host(strategy="hazard")
@@ -35,6 +36,7 @@ from usblp_emu._constants import POLLIN as POLLIN
 from usblp_emu._constants import POLLOUT as POLLOUT
 from usblp_emu._constants import POLLRDNORM as POLLRDNORM
 from usblp_emu._constants import POLLWRNORM as POLLWRNORM
+from usblp_emu._errors import AccessDenied as AccessDenied
 from usblp_emu._errors import BadFile as BadFile
 from usblp_emu._errors import Busy as Busy
 from usblp_emu._errors import DeviceError as DeviceError
@@ -46,13 +48,30 @@ from usblp_emu._errors import NoDevice as NoDevice
 from usblp_emu._errors import NoSpace as NoSpace
 from usblp_emu._errors import NotATypewriter as NotATypewriter
 from usblp_emu._errors import OutOfMemory as OutOfMemory
+from usblp_emu._errors import Stalled as Stalled
+from usblp_emu._errors import TimedOut as TimedOut
 from usblp_emu._errors import WouldBlock as WouldBlock
 from usblp_emu._errors import error_from_errno as error_from_errno
 from usblp_emu._host import File as File
 from usblp_emu._host import Host as Host
+from usblp_emu._hotplug import HotplugBridge as HotplugBridge
+from usblp_emu._hotplug import PrinterEvent as PrinterEvent
+from usblp_emu._hotplug import PrinterMonitor as PrinterMonitor
+from usblp_emu._ieee1284 import DeviceId as DeviceId
+from usblp_emu._ieee1284 import MalformedDeviceId as MalformedDeviceId
+from usblp_emu._ieee1284 import PortStatus as PortStatus
+from usblp_emu._ieee1284 import cups_uri as cups_uri
+from usblp_emu._ieee1284 import parse_device_id as parse_device_id
 from usblp_emu._printer import DEFAULT_DEVICE_ID as DEFAULT_DEVICE_ID
 from usblp_emu._printer import Fault as Fault
 from usblp_emu._printer import VirtualPrinter as VirtualPrinter
 from usblp_emu._printer import encode_device_id as encode_device_id
+from usblp_emu._pyusb_device import NoUsbBackend as NoUsbBackend
+from usblp_emu._pyusb_device import PrinterInterface as PrinterInterface
+from usblp_emu._pyusb_device import PyusbPrinter as PyusbPrinter
+from usblp_emu._pyusb_device import default_backend as default_backend
+from usblp_emu._pyusb_device import find_printers as find_printers
+from usblp_emu._pyusb_model import PyusbModel as PyusbModel
 from usblp_emu._strategies import CORRECT_STRATEGIES as CORRECT_STRATEGIES
 from usblp_emu._strategies import STRATEGIES as STRATEGIES
+from usblp_emu._virtual_backend import VirtualBackend as VirtualBackend

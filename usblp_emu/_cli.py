@@ -1,4 +1,4 @@
-"""``usblp-emu``: the command line: ``stress``, ``explore`` and ``bench``.
+"""``usblp-emu``: the command line: ``stress``, ``explore``, ``bench`` and the printer commands.
 
 Rules:
 - Two consoles: results on stdout, errors on stderr. With ``--json`` stdout carries exactly one
@@ -21,6 +21,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import cast
 
+import usb.core
 from rich.console import Console
 
 from usblp_emu._cli_common import (
@@ -34,10 +35,17 @@ from usblp_emu._cli_common import (
     SubParsers,
     exit_status,
     fail,
+    int_at_least,
     say,
 )
 from usblp_emu._cli_explore import add_explore
+from usblp_emu._cli_print import add_print_commands
 from usblp_emu._cli_stress import add_stress
+from usblp_emu._cli_usb import add_usb_commands, problem_text
+from usblp_emu._errors import DeviceError, EmulatorUsageError
+from usblp_emu._pyusb_device import translate_usb_error
+
+COMMANDS = "stress, explore, bench, list, info, print, watch or doctor"
 
 __all__ = ["EXIT_RULE", "CliError", "build_parser", "exit_status", "fail", "main"]
 
@@ -58,10 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     except metadata.PackageNotFoundError:
         version = "unknown"
     parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
+    parser.add_argument(
+        "--virtual",
+        type=int_at_least(1),
+        metavar="N",
+        help="run list, info, print, watch and doctor against N virtual printers through "
+        "pyusb's VirtualBackend instead of libusb",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     add_stress(sub)
     add_explore(sub)
     _add_bench(sub)
+    add_usb_commands(sub)
+    add_print_commands(sub)
     return parser
 
 
@@ -111,12 +128,21 @@ def main(argv: list[str] | None = None) -> int:
             getattr(args, "handler", None),
         )
         if handler is None:
-            fail(f"choose a command: stress, explore or bench (see {PROG} --help)")
+            fail(f"choose a command: {COMMANDS} (see {PROG} --help)")
+        if args.virtual is not None and args.command in ("stress", "explore", "bench"):
+            fail(f"--virtual is for the printer commands; {args.command} always runs virtual ones")
         return handler(args, out, err)
     except ParserExit as exc:
         return exc.status
     except CliError as exc:
         say(err, f"{PROG}: error: {exc}")
+        return 2
+    except (DeviceError, EmulatorUsageError) as exc:
+        # A printer that left or refused between the commands' own checks: still one line.
+        say(err, f"{PROG}: error: {problem_text(exc)}")
+        return 2
+    except usb.core.USBError as exc:
+        say(err, f"{PROG}: error: {problem_text(translate_usb_error(exc, 'USB'))}")
         return 2
     except KeyboardInterrupt:
         say(err, f"{PROG}: interrupted")

@@ -4,8 +4,8 @@ The Device ID answer to GET_DEVICE_ID is a two-byte length that counts itself, t
 ``KEY:value;`` pairs. The standard says big-endian; some printers send it little-endian, and
 some send a length that does not fit the answer. We read it the way CUPS' USB backend does:
 big-endian when it is plausible (at least 14 and within the answer), else little-endian when
-that is, else whatever the answer holds. Nothing here raises on a printer's odd answer except an
-answer too short to hold a length at all.
+that is, else the whole answer (a short length would only cut a real ID off). Nothing here
+raises on a printer's odd answer except an answer too short to hold a length at all.
 """
 
 from __future__ import annotations
@@ -125,11 +125,10 @@ def parse_device_id(answer: bytes) -> DeviceId:
         length = big
     elif _MIN_PLAUSIBLE <= little <= size:
         length, order = little, "little"
-    elif 2 <= big <= size:
-        length = big  # a short but consistent ID: take it as it is
     else:
-        # Neither reading fits: CUPS clamps to the buffer; so do we, and say so.
-        length, truncated = size, big > size
+        # Neither reading fits: take everything the answer holds (CUPS clamps to its buffer
+        # too), and say whether the length claimed more than came.
+        length, truncated = size, min(big, little) > size
     text = _decode(answer[2:length]).rstrip("\x00")
     return DeviceId(
         raw=answer,

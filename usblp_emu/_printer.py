@@ -66,7 +66,7 @@ class _Scripted:
 
 def encode_device_id(text: str) -> bytes:
     """An IEEE 1284 Device ID as sent on the wire: big-endian length (counting itself), text."""
-    body = text.encode("latin-1", errors="replace")
+    body = text.encode("utf-8")  # what parse_device_id tries first
     return (len(body) + 2).to_bytes(2, "big") + body
 
 
@@ -145,6 +145,8 @@ class VirtualPrinter:
         self._offline = False
         self._error = False
         self._faults: list[_Scripted] = []
+        self._free_buffers: int | None = None  # None: the reader keeps up (hold_bulk_out)
+        self._status_byte: int | None = None  # set_port_status(): reported as is
         self._kick: Callable[[], None] | None = None
         self._suspended = False
         self._resets = 0
@@ -192,6 +194,8 @@ class VirtualPrinter:
             return self._status_locked()
 
     def _status_locked(self) -> int:
+        if self._status_byte is not None:
+            return self._status_byte
         status = 0
         if not self._error:
             status |= 0x08
@@ -208,6 +212,39 @@ class VirtualPrinter:
     def set_offline(self, offline: bool = True) -> None:
         """Go off-line (bulk OUT NAKs until on-line again)."""
         self._set(offline=offline)
+
+    def set_port_status(self, status: int | None) -> None:
+        """Report ``status`` as the GET_PORT_STATUS byte, whatever the printer is doing.
+
+        A device whose status byte is set by its firmware apart from its data path (f_printer's
+        GADGET_SET_PRINTER_STATUS) says "out of paper" and still takes data; None goes back to
+        the byte derived from paper, off-line and error.
+        """
+        if status is not None and not 0 <= status <= 0xFF:
+            raise EmulatorUsageError(f"status must be a byte (0..255) or None, not {status!r}")
+        with self._lock:
+            self._status_byte = status
+
+    def hold_bulk_out(self, buffers: int = 0) -> None:
+        """Stop taking data from the host, with the port status unchanged.
+
+        A device whose own reader stopped (f_printer's gadget when nobody reads
+        ``/dev/g_printer0``) still completes ``buffers`` more bulk OUT transfers, one per
+        receive buffer it has queued, then NAKs until :meth:`release_bulk_out`. Unlike
+        :meth:`set_offline`, the printer still reports itself selected.
+        """
+        if buffers < 0:
+            raise EmulatorUsageError(f"buffers must be >= 0, not {buffers!r}")
+        with self._lock:
+            self._free_buffers = buffers
+
+    def release_bulk_out(self) -> None:
+        """Take data again after :meth:`hold_bulk_out`."""
+        with self._lock:
+            self._free_buffers = None
+            kick = self._kick
+        if kick is not None:
+            kick()
 
     def set_error(self, error: bool = True) -> None:
         """Raise or clear the printer's error line ("on fire")."""
@@ -352,7 +389,7 @@ class VirtualPrinter:
     def _service_out_locked(
         self, payload: bytes, started: float, now: float
     ) -> Completion | float | None:
-        if self._paper_out or self._offline or self._suspended:
+        if self._paper_out or self._offline or self._suspended or self._free_buffers == 0:
             return None
         ready = started + self.latency
         if self.bytes_per_second is not None:
@@ -369,6 +406,8 @@ class VirtualPrinter:
                 return Completion(_bulk_status(scripted.fault))
             accepted = payload[: len(payload) // 2]
         self._received += accepted
+        if self._free_buffers is not None:
+            self._free_buffers -= 1  # each transfer fills one receive buffer, however short
         return Completion(0, len(accepted))
 
     def _timeout_locked(self, scripted: _Scripted, now: float) -> float | None:

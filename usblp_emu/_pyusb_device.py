@@ -29,6 +29,7 @@ from __future__ import annotations
 import array
 import contextlib
 import errno
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -38,6 +39,7 @@ import usb.backend.libusb1
 import usb.core
 import usb.util
 
+from usblp_emu._driver import QUIRK_BAD_CLASS, QUIRKS
 from usblp_emu._errors import (
     AccessDenied,
     Busy,
@@ -110,9 +112,14 @@ class PrinterInterface:
 
 def _printer_interfaces(dev: usb.core.Device) -> tuple[PrinterInterface, ...]:
     found: list[PrinterInterface] = []
+    # usblp's QUIRK_BAD_CLASS printers (CUPS' "vendor-class") say 0xFF instead of 7.
+    bad_class = bool(QUIRKS.get((dev.idVendor, dev.idProduct), 0) & QUIRK_BAD_CLASS)
     for index, cfg in enumerate(dev):
         for intf in cfg:
-            if intf.bInterfaceClass != PRINTER_CLASS or intf.bInterfaceProtocol not in (1, 2, 3):
+            wanted = intf.bInterfaceClass == PRINTER_CLASS or (
+                bad_class and intf.bInterfaceClass == 0xFF
+            )
+            if not wanted or intf.bInterfaceProtocol not in (1, 2, 3):
                 continue
             ep_out = ep_in = None
             for ep in intf:
@@ -602,7 +609,7 @@ def _ms(timeout: float | None) -> int:
     # pyusb: 0 means forever; a tiny positive timeout must not round to it.
     if timeout is None:
         return 0
-    if timeout < 0:
+    if not math.isfinite(timeout) or timeout < 0:
         raise EmulatorUsageError(f"timeout must be >= 0 seconds or None, not {timeout}")
     return max(1, round(timeout * 1000))
 

@@ -13,7 +13,8 @@ Rules and invariants:
   store their result and read their cancel flag.
 - A cancelled transfer (the URB was killed) stops at its next time slice: writes go out in
   slices of :data:`SLICE` seconds and a short count is kept, never resent, so a kill loses no
-  byte the printer took and sends none twice.
+  byte the printer took and sends none twice. A cancelled read that still gets data keeps
+  it for the next read on that endpoint (a real HCD would not have taken it off the wire).
 - A transfer failing with ENODEV, or with EIO from a device no longer on the bus, means the
   printer is gone: ``on_gone`` is called once, from the worker, and the host runs usblp's
   disconnect path (on its own thread, never the controller's).
@@ -68,6 +69,8 @@ class PyusbModel:
         self._transfers: dict[tuple[int, float], _Transfer] = {}  # guarded by _lock
         self._kick: Callable[[], None] | None = None  # guarded by _lock
         self._gone = False  # guarded by _lock
+        # Bytes read by transfers killed after their data arrived, per IN endpoint.
+        self._leftover: dict[int, bytearray] = {}  # guarded by _lock
 
     @property
     def descriptor(self) -> DeviceDescriptor:
@@ -78,6 +81,12 @@ class PyusbModel:
     def serial(self) -> str:
         """The serial number (empty when unreadable): how a returning printer is matched."""
         return self._descriptor.serial
+
+    @property
+    def gone(self) -> bool:
+        """Whether a transfer showed that the printer left the bus."""
+        with self._lock:
+            return self._gone
 
     # -- the device side (called by the USB core) ----------------------------------------------
 
@@ -123,6 +132,18 @@ class PyusbModel:
         key = (endpoint, started)
         with self._lock:
             transfer = self._transfers.get(key)
+            early = self._leftover.get(endpoint)
+            if early:
+                # Data a killed read took off the wire comes first; this transfer's own
+                # worker (if any) is let go, and anything it reads joins the leftovers.
+                if transfer is not None:
+                    del self._transfers[key]
+                    transfer.cancelled = True
+                    if transfer.result is not None and transfer.result.data:
+                        early += transfer.result.data
+                chunk = bytes(early[:length])
+                del early[:length]
+                return Completion(0, len(chunk), chunk)
             if transfer is None:
                 if self._gone:
                     return Completion(-errno.ESHUTDOWN)
@@ -171,6 +192,9 @@ class PyusbModel:
         else:
             result = self._write(transfer, payload)
         with self._lock:
+            if transfer.cancelled and result.status == 0 and result.data:
+                # A killed read's bytes came off the wire: the next read must get them.
+                self._leftover.setdefault(endpoint, bytearray()).extend(result.data)
             transfer.result = result
             kick = self._kick
         if result.status in (-errno.ENODEV, -errno.ESHUTDOWN):

@@ -74,10 +74,10 @@ def interface_drivers(bus: int, address: int, root: Path = _SYS_USB) -> dict[int
             drivers[number] = Path(os.readlink(driver)).name
         except (OSError, ValueError):
             continue
-    return drivers
+    return dict(sorted(drivers.items()))  # by interface number, whatever the folder order
 
 
-def holders(bus: int, address: int, proc: Path = _PROC) -> list[str]:
+def holders(bus: int, address: int, proc: Path = _PROC, root: Path = _SYS_USB) -> list[str]:
     """Who holds the device: kernel drivers and processes with its node open.
 
     Returns:
@@ -85,7 +85,7 @@ def holders(bus: int, address: int, proc: Path = _PROC) -> list[str]:
         not inspect are not listed.
 
     """
-    drivers = interface_drivers(bus, address)
+    drivers = interface_drivers(bus, address, root)
     held = [f"kernel driver {d} (interface {n})" for n, d in drivers.items()]
     node = str(device_node(bus, address))
     try:
