@@ -298,6 +298,8 @@ def _show(value: object) -> str:
     if isinstance(value, dict):
         return "; ".join(f"{k}={_show(v)}" for k, v in value.items())
     if isinstance(value, list):
+        if all(isinstance(v, (int, str)) for v in value):
+            return ", ".join(str(v) for v in value) or "-"
         return "\n".join(_show(v) for v in value) or "-"
     return "-" if value is None else str(value)
 
@@ -327,7 +329,8 @@ def _library_finding(bus: Bus) -> Finding:
         return Finding("ok", "USB backend", "VirtualBackend (pure Python, no libusb needed)")
     lib = getattr(bus.backend, "lib", None)
     name = getattr(lib, "_name", None) or "libusb-1.0"
-    return Finding("ok", "USB backend", f"pyusb libusb1 backend on {name}")
+    where = " (shipped by libusb-package)" if "libusb_package" in name else ""
+    return Finding("ok", "USB backend", f"pyusb libusb1 backend on {name}{where}")
 
 
 def doctor_findings(bus: Bus) -> list[Finding]:
