@@ -272,7 +272,7 @@ def test_holders_lists_kernel_drivers_first(monkeypatch, sys_usb, proc):
     found = holders(1, 4, proc)
     # Drivers come in directory order, not interface order.
     assert sorted(found[:2]) == [
-        "kernel driver usbfs (interface 10)",
+        "a program using libusb (usbfs) on interface 10",
         "kernel driver usblp (interface 0)",
     ]
     assert sorted(found[2:]) == sorted(["ipp-usb (pid 42)", "? (pid 45)", "twice (pid 46)"])

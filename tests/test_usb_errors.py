@@ -263,6 +263,10 @@ class FakeDevice:
         # bytes, an exception is raised. Once the steps run out every write is accepted.
         self.steps = list(steps or [])
         self.calls: list[tuple[int, bytes, int]] = []
+        self.cleared: list[int] = []
+
+    def clear_halt(self, endpoint: int) -> None:
+        self.cleared.append(endpoint)
 
     def write(self, endpoint: int, data: memoryview, timeout: int) -> int:
         self.calls.append((endpoint, bytes(data), timeout))
@@ -412,7 +416,8 @@ def test_a_short_return_on_the_last_chunk_is_still_an_error(monkeypatch):
     ],
 )
 def test_a_usb_error_mid_job_raises_the_translated_error_with_written(monkeypatch, exc, cls, code):
-    device = FakeDevice([None, None, exc])
+    stalls = code == errno.EPIPE  # a stall is cleared and retried once: it must come twice
+    device = FakeDevice([None, None, exc, exc] if stalls else [None, None, exc])
     printer = make_printer(monkeypatch, device)
     seen, progress = recorder()
     with pytest.raises(DeviceError) as info:
@@ -422,13 +427,22 @@ def test_a_usb_error_mid_job_raises_the_translated_error_with_written(monkeypatc
     assert error.written == 2000
     assert "writing at byte 2000" in str(error)
     assert seen == [1000, 2000]  # no progress for the failed transfer
-    assert len(device.calls) == 3  # nothing after the error
+    assert len(device.calls) == (4 if stalls else 3)  # nothing after the error
+    assert device.cleared == ([0x01] if stalls else [])
     assert error.__cause__ is None
     assert error.__suppress_context__ is True  # raised "from None": no pyusb traceback
 
 
+def test_one_stall_is_cleared_and_the_chunk_sent_again(monkeypatch):
+    device = FakeDevice([None, usb_error(errno.EPIPE, LIBUSB_ERROR_PIPE)])
+    printer = make_printer(monkeypatch, device)
+    assert printer.write(b"s" * 3000, chunk_size=1000) == 3000
+    assert device.cleared == [0x01]
+    assert device.sent == b"s" * 4000  # the stalled transfer took nothing; sent again
+
+
 def test_a_usb_error_on_the_first_chunk_has_written_zero(monkeypatch):
-    device = FakeDevice([usb_error(errno.EPIPE)])
+    device = FakeDevice([usb_error(errno.EPIPE), usb_error(errno.EPIPE)])
     printer = make_printer(monkeypatch, device)
     with pytest.raises(Stalled) as info:
         printer.write(b"z" * 10)

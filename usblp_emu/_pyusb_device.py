@@ -30,6 +30,7 @@ import array
 import contextlib
 import errno
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -69,6 +70,7 @@ _SOFT_RESET = 2
 _DEVICE_ID_MAX = 1024  # what usblp asks for (USBLP_DEVICE_ID_SIZE)
 _CONTROL_TIMEOUT_MS = 5000
 DEFAULT_CHUNK = 8192  # CUPS writes 8 KiB at a time
+GONE_GRACE = 0.5  # seconds a device that failed with EIO has to leave the bus to count as gone
 
 
 class NoUsbBackend(EmulatorUsageError):
@@ -327,8 +329,21 @@ class PyusbPrinter:
             return False
         return False
 
+    def left_the_bus(self, within: float = GONE_GRACE) -> bool:
+        """Whether the device leaves the bus within ``within`` seconds.
+
+        A wire error (EIO/EPROTO) usually comes tens of milliseconds before the kernel
+        notices the disconnect, so one look right away would often still find it there.
+        """
+        deadline = time.monotonic() + within
+        while self.present():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def _error(self, exc: usb.core.USBError, what: str) -> DeviceError:
-        gone = exc.errno in (errno.EIO, errno.EPROTO) and not self.present()
+        gone = exc.errno in (errno.EIO, errno.EPROTO) and self.left_the_bus()
         return translate_usb_error(
             exc,
             what,
@@ -535,6 +550,18 @@ class PyusbPrinter:
         chosen = self._claimed()
         return int(self.device.write(chosen.ep_out, data, _ms(timeout)))
 
+    def _write_retrying_a_stall(self, chunk: memoryview, timeout: float | None) -> int:
+        """One transfer; after a stall, clear the halt and try once more (as CUPS does)."""
+        try:
+            return self.write_once(chunk, timeout)
+        except usb.core.USBError as exc:
+            if isinstance(exc, usb.core.USBTimeoutError) or exc.errno != errno.EPIPE:
+                raise
+        # A stalled endpoint stays halted until cleared: without this every later write
+        # would fail too.
+        self.device.clear_halt(self._claimed().ep_out)
+        return self.write_once(chunk, timeout)
+
     def write(
         self,
         data: bytes | bytearray | memoryview,
@@ -556,8 +583,9 @@ class PyusbPrinter:
             len(data).
 
         Raises:
-            DeviceError: TimedOut, NoDevice, Stalled... with ``written`` set to the bytes the
-                printer accepted before the failure.
+            DeviceError: TimedOut, NoDevice, Stalled (twice in a row)... with ``written`` set
+                to the bytes the printer accepted before the failure (exact after a timeout,
+                a lower bound after other errors: libusb drops a failed transfer's count).
 
         """
         if chunk_size <= 0:
@@ -567,9 +595,11 @@ class PyusbPrinter:
         while written < len(view):
             chunk = view[written : written + chunk_size]
             try:
-                count = self.write_once(chunk, timeout)
+                count = self._write_retrying_a_stall(chunk, timeout)
             except usb.core.USBError as exc:
                 error = self._error(exc, f"writing at byte {written}")
+                # libusb drops the count of a transfer that failed other than by a timeout:
+                # ``written`` is then a lower bound (the bytes of whole transfers).
                 error.written = written
                 raise error from None
             written += count
@@ -599,6 +629,9 @@ class PyusbPrinter:
         except usb.core.USBTimeoutError:
             return b""
         except usb.core.USBError as exc:
+            if exc.errno == errno.EPIPE:
+                with contextlib.suppress(usb.core.USBError):
+                    self.device.clear_halt(chosen.ep_in)  # so the next read can work
             raise self._error(exc, "reading") from None
 
     def __repr__(self) -> str:

@@ -86,7 +86,13 @@ def holders(bus: int, address: int, proc: Path = _PROC, root: Path = _SYS_USB) -
 
     """
     drivers = interface_drivers(bus, address, root)
-    held = [f"kernel driver {d} (interface {n})" for n, d in drivers.items()]
+    # "usbfs" is not a driver to unbind: it means a program claimed the interface via libusb.
+    held = [
+        f"a program using libusb (usbfs) on interface {n}"
+        if d == "usbfs"
+        else f"kernel driver {d} (interface {n})"
+        for n, d in drivers.items()
+    ]
     node = str(device_node(bus, address))
     try:
         pids = [p for p in proc.iterdir() if p.name.isdigit() and int(p.name) != os.getpid()]
