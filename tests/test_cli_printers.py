@@ -102,7 +102,9 @@ def test_print_unplugged_mid_job_reports_written_and_not_written(capsys, tmp_pat
     written = int(line.split(": ")[-1].split(" bytes written")[0])
     not_written = int(line.split(", ")[-1].split(" not written")[0])
     assert written + not_written == 1_000_000
-    assert 200_000 <= written < 1_000_000
+    # The printer took 200000 bytes before the unplug; the CLI counts whole write() calls
+    # (64 KiB each) plus what usblp reports for the one that failed, so at most one call less.
+    assert 200_000 - 64 * 1024 <= written < 1_000_000
     assert "heap: clean" in out  # the disconnect path ran and nothing leaked
 
 

@@ -224,6 +224,39 @@ def test_bulk_out_naks_while_out_of_paper_offline_or_suspended(state):
     assert printer.received == b""
 
 
+def test_hold_bulk_out_takes_its_buffers_then_naks_until_released():
+    printer = VirtualPrinter()
+    kicks = []
+    printer.connect(lambda: kicks.append(1))
+    printer.hold_bulk_out(2)  # like f_printer with two receive requests queued, no reader
+    assert printer.service(OUT, 1, b"a", 0.0, 0.0) == Completion(0, 1)
+    assert printer.service(OUT, 1, b"b", 0.0, 0.0) == Completion(0, 1)
+    assert printer.service(OUT, 1, b"c", 0.0, 0.0) is None  # NAK: waits for a kick
+    assert printer.port_status == 0x18  # still selected, unlike set_offline
+    printer.release_bulk_out()
+    assert kicks  # the host controller is told to look again
+    assert printer.service(OUT, 1, b"c", 0.0, 0.0) == Completion(0, 1)
+    assert printer.received == b"abc"
+
+
+def test_hold_bulk_out_rejects_negative_buffers():
+    with pytest.raises(EmulatorUsageError):
+        VirtualPrinter().hold_bulk_out(-1)
+
+
+def test_set_port_status_overrides_the_derived_byte_until_none():
+    printer = VirtualPrinter()
+    printer.set_port_status(0x28)  # "paper empty" while it still takes data
+    assert printer.port_status == 0x28
+    assert printer.control(0xA1, 1, 0, 0, 1) == b"\x28"
+    assert printer.service(OUT, 3, b"abc", 0.0, 0.0) == Completion(0, 3)
+    printer.set_port_status(None)
+    assert printer.port_status == 0x18
+    for bad in (-1, 256):
+        with pytest.raises(EmulatorUsageError):
+            printer.set_port_status(bad)
+
+
 def test_latency_and_rate_give_the_earliest_completion_time():
     printer = VirtualPrinter(latency=0.5, bytes_per_second=100.0)
     assert printer.service(OUT, 50, b"x" * 50, 10.0, 10.2) == pytest.approx(11.0)

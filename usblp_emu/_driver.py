@@ -259,11 +259,14 @@ class UsblpDriver:
         """usblp_set_protocol(): switch the alt setting; 0 or a negative errno."""
         if not FIRST_PROTOCOL <= protocol <= LAST_PROTOCOL:
             return -errno.EINVAL
+        # Checked before the single-alt shortcut (kernel commit "USB: usblp: return error when
+        # setting unsupported protocol", in 6.1.0-56 as measured by tools/differential.py):
+        # without it a protocol the printer lacks "succeeds" with no endpoints behind it.
+        alts = usblp.protocol[protocol].alt_setting
+        if alts < 0:
+            return -errno.EINVAL
         # Don't unnecessarily set the interface if there's a single alt.
         if len(usblp.intf.altsettings) > 1:
-            alts = usblp.protocol[protocol].alt_setting
-            if alts < 0:
-                return -errno.EINVAL
             r = self.core.set_interface(usblp.intf, alts)
             if r < 0:
                 self._info(f"usblp: can't set desired altsetting {alts} on interface {usblp.ifnum}")
