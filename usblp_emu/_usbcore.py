@@ -19,15 +19,19 @@ Rules and invariants:
 from __future__ import annotations
 
 import errno
+import time
 from typing import Any, Protocol
 
-from hazard import AtomicRef, Heap, HeapObject, Lock, Refcount, RwSemaphore
+from hazard import AtomicRef, Heap, HeapObject, Lock, Refcount, RwSemaphore, _checkpoint
 from usblp_emu._descriptors import AltSetting, DeviceModel, TransferFailed
 from usblp_emu._urb import HcdDevice, HostController
 
 __all__ = ["MINORS", "Interface", "UsbCore", "UsbDev", "UsbDriver"]
 
 MINORS = 16  # usblp's minors: lp0..lp15
+# Seconds between failing an unplugged device's URBs and unbinding its drivers, in real time
+# (tools/differential.py: with it a blocked writer gets EIO as on the kernel, 6.1 in QEMU).
+DISCONNECT_SETTLE = 0.002
 
 
 class UsbDriver(Protocol):
@@ -107,6 +111,7 @@ class UsbCore:
         self.driver: UsbDriver | None = None
         self._next_devnum = 2  # devnum 1 is the root hub; written by the hub thread only
         self.busnum = 1
+        self.disconnect_settle = DISCONNECT_SETTLE
 
     # -- enumeration -------------------------------------------------------------------------
 
@@ -126,6 +131,12 @@ class UsbCore:
         """Unplug: fail in-flight URBs, run each driver's disconnect, drop the core's refs."""
         self.hcd.flush_device(dev.hcd_device)
         dev.model.disconnect()
+        if _checkpoint.scheduler is None and self.disconnect_settle:
+            # The kernel's hub thread spends milliseconds between failing the URBs and
+            # unbinding the drivers (usb_disable_device, device_del); a woken writer runs on
+            # another CPU meanwhile and sees its URB's error (EIO) before disconnect clears
+            # ``present`` (ENODEV). Real time only: the explorer tries both orders anyway.
+            time.sleep(self.disconnect_settle)
         for intf in dev.interfaces:
             if intf.bound and self.driver is not None:
                 self.driver.disconnect(intf)
