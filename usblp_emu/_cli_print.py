@@ -236,6 +236,8 @@ def run_watch(args: argparse.Namespace, out: Console, err: Console) -> int:
             generator.join()
         host.close()
     verdict = _verdict(host)
+    if not out.is_terminal:
+        out.line()  # Live's last frame ends without a newline off a terminal
     say(out, f"{len(rows)} event(s); heap: {verdict or 'clean'}")
     if verdict:
         return 1
