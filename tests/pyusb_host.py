@@ -17,7 +17,6 @@ from usblp_emu import (
     Host,
     NoDevice,
     PyusbModel,
-    PyusbPrinter,
     VirtualBackend,
     VirtualPrinter,
     find_printers,
@@ -82,11 +81,3 @@ class PyusbHost(Host):
             if printer.plugged:
                 self.backend.unplug(printer)
         super().close()
-
-
-def pyusb_printer(backend: VirtualBackend, printer: VirtualPrinter) -> PyusbPrinter:
-    """The PyusbPrinter for a VirtualPrinter already plugged into ``backend``."""
-    for candidate in find_printers(backend):
-        if candidate.serial == printer.serial:
-            return candidate
-    raise LookupError(f"{printer!r} is not on the virtual bus")

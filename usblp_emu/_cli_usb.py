@@ -38,8 +38,6 @@ from usblp_emu._virtual_backend import VirtualBackend
 
 __all__ = ["Bus", "add_usb_commands", "open_bus", "problem_text", "select_printer"]
 
-MAX_VIRTUAL = 16
-
 
 @dataclass
 class Bus:
@@ -202,9 +200,9 @@ def add_usb_commands(sub: SubParsers) -> None:
     p.set_defaults(handler=run_doctor)
 
 
-def _printer_record(printer: PyusbPrinter) -> dict[str, object]:
+def _printer_record(printer: PyusbPrinter) -> tuple[dict[str, object], DeviceId | None]:
     device_id, problem = read_device_id(printer)
-    return {
+    record: dict[str, object] = {
         "bus": printer.bus,
         "address": printer.address,
         "vendor_id": f"{printer.vendor_id:04x}",
@@ -217,13 +215,14 @@ def _printer_record(printer: PyusbPrinter) -> dict[str, object]:
         "device_id_problem": problem,
         "uri": printer.uri(device_id),
     }
+    return record, device_id
 
 
 def run_list(args: argparse.Namespace, out: Console, err: Console) -> int:
     """``usblp-emu list``."""
     bus = open_bus(args.virtual)
     printers = scan(bus)
-    records = [_printer_record(p) for p in printers]
+    records = [_printer_record(p)[0] for p in printers]
     if args.json:
         print_json(out, {"bus": bus.label, "printers": records})
         return 0
@@ -254,7 +253,7 @@ def run_info(args: argparse.Namespace, out: Console, err: Console) -> int:
     """``usblp-emu info DEVICE``."""
     bus = open_bus(args.virtual)
     printer = select_printer(scan(bus), args.device)
-    record = _printer_record(printer)
+    record, device_id = _printer_record(printer)
     record["interfaces"] = [
         {
             "configuration": i.configuration,
@@ -274,8 +273,8 @@ def run_info(args: argparse.Namespace, out: Console, err: Console) -> int:
         record["port_status"] = {"raw": f"0x{status.raw:02x}", "meaning": status.describe()}
     except DeviceError as exc:
         record["port_status"] = {"problem": problem_text(exc)}
-    if record["device_id"] is not None:
-        record["device_id_fields"] = dict(parse_id_fields(record))
+    if device_id is not None:
+        record["device_id_fields"] = dict(device_id.fields)
     if args.json:
         print_json(out, record)
         return 0
@@ -286,12 +285,6 @@ def run_info(args: argparse.Namespace, out: Console, err: Console) -> int:
         table.add_row(key, Text(_show(value)))
     out.print(table)
     return 0
-
-
-def parse_id_fields(record: dict[str, object]) -> dict[str, str]:
-    """The Device ID's KEY:value pairs of a record made by ``_printer_record``."""
-    text = str(record["device_id"]).encode("utf-8")
-    return dict(parse_device_id((len(text) + 2).to_bytes(2, "big") + text).fields)
 
 
 def _show(value: object) -> str:

@@ -102,11 +102,6 @@ class PrinterMonitor:
         """How changes are noticed: ``"poll"`` or ``"poll+udev"``."""
         return "poll+udev" if self._udev is not None else "poll"
 
-    @property
-    def present(self) -> list[PyusbPrinter]:
-        """The printers seen at the last poll."""
-        return list(self._known.values())
-
     def poll(self) -> list[PrinterEvent]:
         """Scan the bus once: the departures, then the arrivals since the last scan."""
         now = monotonic()
@@ -199,8 +194,3 @@ class HotplugBridge:
             model = self._models.pop(key, None)
         if model is not None:
             self.host.unplug(model)
-
-    def model(self, key: Key) -> PyusbModel | None:
-        """The model plugged for ``key``, if any."""
-        with self._lock:
-            return self._models.get(key)
