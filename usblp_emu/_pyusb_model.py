@@ -228,8 +228,10 @@ class PyusbModel:
     def _failure(self, exc: usb.core.USBError) -> int:
         """The URB status for a failed transfer; -ESHUTDOWN when the printer is gone."""
         code = _status(exc)
+        # The same test of "gone" as PyusbPrinter's errors: the first error after an unplug is
+        # often EIO, and the device leaves the bus a little later.
         if code == errno.ENODEV or (
-            code in (errno.EIO, errno.EPROTO) and not self.printer.present()
+            code in (errno.EIO, errno.EPROTO) and self.printer.left_the_bus()
         ):
             return -errno.ESHUTDOWN
         return -errno.EPROTO if code == errno.EIO else -code
