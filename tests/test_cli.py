@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 
 from hazard.testing._token import encode
-from usblp_emu import _cli_stress, _stress
-from usblp_emu._cli import exit_status, main
+from usblp_emu._check import _stress
+from usblp_emu._check._scenarios import SCENARIOS
+from usblp_emu._cli import _stress as _cli_stress
+from usblp_emu._cli._main import exit_status, main
 from usblp_emu._errors import NoDevice
 from usblp_emu._host import Host
-from usblp_emu._scenarios import SCENARIOS
 
 SHORT = ["--seconds", "1.5", "--printers", "2", "--threads", "4", "--unplug-rate", "200"]
 MEMORY_ERRORS = {"UseAfterFree", "DoubleFree", "RefcountViolation", "HeapLeak"}

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from usblp_emu._cli import main
+from usblp_emu._cli._main import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

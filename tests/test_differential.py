@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from usblp_emu import _constants as constants
-from usblp_emu._driver import UsblpDriver
-from usblp_emu._printer import VirtualPrinter
+from usblp_emu import _abi as constants
+from usblp_emu._usblp._driver import UsblpDriver
+from usblp_emu._virtual._printer import VirtualPrinter
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))

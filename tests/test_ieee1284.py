@@ -15,7 +15,7 @@ from usblp_emu._ieee1284 import (
     cups_uri,
     parse_device_id,
 )
-from usblp_emu._printer import DEFAULT_DEVICE_ID, encode_device_id
+from usblp_emu._virtual._printer import DEFAULT_DEVICE_ID, encode_device_id
 
 HP = "MFG:HP;MDL:LaserJet 1020;CMD:ZJS,PJL;CLS:PRINTER;SN:ABC123;DES:HP LaserJet 1020;"
 

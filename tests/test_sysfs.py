@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from usblp_emu import _sysfs
-from usblp_emu._sysfs import (
+from usblp_emu._pyusb import _sysfs
+from usblp_emu._pyusb._sysfs import (
     UDEV_RULE_FILE,
     device_node,
     holders,

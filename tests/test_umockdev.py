@@ -2,7 +2,7 @@
 
 tools/umockdev_printer.py (under Debian's python3, with gi) builds a umockdev testbed with a
 root hub and a printer and answers the usbfs ioctls of its device node; tests/umockdev_client.py
-runs a scenario through ``usblp_emu._pyusb_device`` in a child process preloaded with
+runs a scenario through ``usblp_emu._pyusb._transport`` in a child process preloaded with
 libumockdev-preload (this pytest process is not preloaded, so it only steers and checks).
 
 Run it with::

@@ -10,7 +10,7 @@ import pytest
 
 from hazard import Event, Heap, UseAfterFree
 from usblp_emu import VirtualPrinter
-from usblp_emu._urb import (
+from usblp_emu._core._urb import (
     Anchor,
     HcdDevice,
     HostController,

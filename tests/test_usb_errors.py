@@ -8,7 +8,6 @@ from collections.abc import Callable
 import pytest
 import usb.core
 
-from usblp_emu import _pyusb_device
 from usblp_emu._errors import (
     AccessDenied,
     Busy,
@@ -19,7 +18,8 @@ from usblp_emu._errors import (
     Stalled,
     TimedOut,
 )
-from usblp_emu._pyusb_device import (
+from usblp_emu._pyusb import _transport as _pyusb_device
+from usblp_emu._pyusb._transport import (
     DEFAULT_CHUNK,
     PrinterInterface,
     PyusbPrinter,

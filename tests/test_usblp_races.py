@@ -12,7 +12,7 @@ import pytest
 
 from hazard import UseAfterFree
 from usblp_emu import CORRECT_STRATEGIES
-from usblp_emu._scenarios import SCENARIOS, WrongErrno, explore_scenario, replay_scenario
+from usblp_emu._check._scenarios import SCENARIOS, WrongErrno, explore_scenario, replay_scenario
 
 # tools/race_verdicts.py runs the same at bound 3 for the README; the default test run keeps
 # to a bound that finishes in about a minute per Python.

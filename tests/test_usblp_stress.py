@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from usblp_emu import CORRECT_STRATEGIES
-from usblp_emu._stress import StressConfig, run_stress
+from usblp_emu._check._stress import StressConfig, run_stress
 
 MEMORY_ERRORS = {"UseAfterFree", "DoubleFree", "RefcountViolation", "HeapLeak"}
 

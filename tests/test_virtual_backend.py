@@ -16,8 +16,8 @@ from usb.backend import libusb1
 
 from hazard.testing import Deadlock, explore, spawn
 from usblp_emu import EmulatorUsageError, VirtualPrinter, encode_device_id
-from usblp_emu._pyusb_device import find_printers
-from usblp_emu._virtual_backend import _LIBUSB, VirtualBackend
+from usblp_emu._pyusb._transport import find_printers
+from usblp_emu._virtual._backend import _LIBUSB, VirtualBackend
 
 OUT, IN = 0x01, 0x82
 GET_DEVICE_ID, GET_PORT_STATUS, SOFT_RESET = 0, 1, 2

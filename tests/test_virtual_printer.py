@@ -18,7 +18,7 @@ from usblp_emu import (
     VirtualPrinter,
     encode_device_id,
 )
-from usblp_emu._descriptors import Completion, TransferFailed
+from usblp_emu._core._descriptors import Completion, TransferFailed
 
 OUT, IN = 0x01, 0x82  # the printer's bulk endpoints
 GET_DEVICE_ID = (0xA1, 0)

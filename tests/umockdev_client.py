@@ -9,7 +9,7 @@ Usage: ``python tests/umockdev_client.py SCENARIO [JSON-ARGS]``. It prints ``EVE
 with one ``RESULT <json>`` line. Errors are recorded, not raised, as ``{"type", "errno",
 "written", "remedy", "message"}`` so the test can assert on the exact typed error.
 
-Everything goes through the project's pyusb transport (``usblp_emu._pyusb_device``); raw
+Everything goes through the project's pyusb transport (``usblp_emu._pyusb._transport``); raw
 pyusb appears only where a scenario shows what the transport protects against (claiming an
 interface usblp holds) and for libusb's hotplug callback, which pyusb does not wrap.
 """
@@ -29,7 +29,7 @@ import usb.core
 import usb.util
 
 from usblp_emu import DeviceError
-from usblp_emu._pyusb_device import PyusbPrinter, default_backend, find_printers
+from usblp_emu._pyusb._transport import PyusbPrinter, default_backend, find_printers
 
 LIBUSB_HOTPLUG_ARRIVED = 1
 LIBUSB_HOTPLUG_LEFT = 2

@@ -12,7 +12,7 @@ import sys
 import time
 
 from usblp_emu import STRATEGIES
-from usblp_emu._scenarios import SCENARIOS, explore_scenario
+from usblp_emu._check._scenarios import SCENARIOS, explore_scenario
 
 
 def main(argv: list[str] | None = None) -> int:

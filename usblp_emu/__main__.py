@@ -2,6 +2,6 @@
 
 import sys
 
-from usblp_emu._cli import main
+from usblp_emu._cli._main import main
 
 sys.exit(main())

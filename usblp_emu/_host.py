@@ -17,11 +17,11 @@ from types import TracebackType
 from typing import Any
 
 from hazard import AtomicInt, HazardError, Heap, Lock, RefcountViolation
-from usblp_emu._descriptors import DeviceModel
-from usblp_emu._driver import Usblp, UsblpDriver
+from usblp_emu._core._descriptors import DeviceModel
+from usblp_emu._core._usbcore import UsbCore, UsbDev
 from usblp_emu._errors import BadFile, EmulatorUsageError, NoDevice, error_from_errno
-from usblp_emu._strategies import STRATEGIES
-from usblp_emu._usbcore import UsbCore, UsbDev
+from usblp_emu._usblp._driver import Usblp, UsblpDriver
+from usblp_emu._usblp._strategies import STRATEGIES
 
 __all__ = ["File", "Host"]
 

@@ -20,7 +20,7 @@ from usblp_emu._bench._common import (
 from usblp_emu._bench._plot import _import_figure, write_plot
 from usblp_emu._bench._render import render_report
 from usblp_emu._bench._report import run_bench
-from usblp_emu._strategies import STRATEGIES
+from usblp_emu._usblp._strategies import STRATEGIES
 
 QUICK_SECONDS = 0.25
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from hazard import Event
 from usblp_emu._host import Host
-from usblp_emu._printer import VirtualPrinter
-from usblp_emu._strategies import STRATEGIES
+from usblp_emu._usblp._strategies import STRATEGIES
+from usblp_emu._virtual._printer import VirtualPrinter
 
 # Measurement 4's operations, tallied by every benchmark thread (see ``_Loop``).
 OPS = ("open", "write", "ioctl", "poll", "close")

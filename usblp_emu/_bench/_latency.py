@@ -32,10 +32,10 @@ from usblp_emu._bench._common import (
     _shut_down,
     _start,
 )
-from usblp_emu._driver import Usblp
 from usblp_emu._host import Host
-from usblp_emu._strategies._hazard import HazardStrategy
-from usblp_emu._strategies._rcu import RcuStrategy
+from usblp_emu._usblp._driver import Usblp
+from usblp_emu._usblp._strategies._hazard import HazardStrategy
+from usblp_emu._usblp._strategies._rcu import RcuStrategy
 
 LATENCY_READERS = 4
 READ_SECTION = 0.020

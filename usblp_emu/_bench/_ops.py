@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hazard import Event
+from usblp_emu._abi import LPGETSTATUS
 from usblp_emu._bench._common import (
     OPS,
     _first_violation,
@@ -26,7 +27,6 @@ from usblp_emu._bench._common import (
     _run_loops,
     _shut_down,
 )
-from usblp_emu._constants import LPGETSTATUS
 from usblp_emu._errors import DeviceError
 from usblp_emu._host import Host
 

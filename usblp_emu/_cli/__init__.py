@@ -1,0 +1,1 @@
+from usblp_emu._cli._main import main as main
