@@ -107,7 +107,7 @@ RESULTS_FORMAT = 1
 
 # -- the kernel's numbers (<linux/lp.h>, usblp.c, <linux/usb/g_printer.h>, <poll.h>) ---------
 # Written out here rather than imported from usblp_emu so the guest side stays stdlib-only;
-# tests/test_differential.py checks they equal usblp_emu._abi.
+# tests/tiers/test_differential.py checks they equal usblp_emu._abi.
 
 _IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2
 

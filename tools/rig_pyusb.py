@@ -1,6 +1,6 @@
 """Inside the kernel rig's guest: the pyusb transport against the real USB printer gadget.
 
-Run by ``tests/test_kernel_pyusb.py`` through ``kernel_rig.run_in_guest``. It checks, on a
+Run by ``tests/tiers/test_kernel_pyusb.py`` through ``kernel_rig.run_in_guest``. It checks, on a
 real kernel's USB stack (dummy_hcd + the configfs f_printer gadget, usblp bound to it):
 
 1. discovery by interface class 7, usblp bound; the Device ID and the port status through

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A USB printer emulated at the usbfs ioctl level with umockdev, driven over stdin/stdout.
 
-This is the device side of the umockdev test tier (tests/test_umockdev.py). Real libusb, in a
+This is the device side of the umockdev test tier (tests/tiers/test_umockdev.py). Real libusb, in a
 client process run under ``LD_PRELOAD=libumockdev-preload.so.0`` with ``UMOCKDEV_DIR`` set to
 the directory this prints, sees a root hub and a printer in sysfs and /dev/bus/usb; every ioctl
 the client makes on the printer's device node comes here and is answered the way the kernel's

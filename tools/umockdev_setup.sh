@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the umockdev tier (tests/test_umockdev.py) needs from Debian: the umockdev preload
+# Install what the umockdev tier (tests/tiers/test_umockdev.py) needs from Debian: the umockdev preload
 # library, its GObject introspection data and python3-gi for the device side, which runs under
 # Debian's /usr/bin/python3 (gi is not on PyPI in a form that finds the system typelibs), and the
 # distribution's libusb: the tier runs every scenario on it (udev backend, what default_backend()

@@ -5,7 +5,7 @@ runs in it and checks the Device ID through usblp's ioctl, the data path to the 
 every unplug trigger with a write in flight. Run it with::
 
     python tools/kernel_rig.py prepare
-    USBLP_EMU_KERNEL=1 python -m pytest tests/test_kernel_rig.py
+    USBLP_EMU_KERNEL=1 python -m pytest tests/tiers/test_kernel_rig.py
 
 Without USBLP_EMU_KERNEL=1 the guest tests skip (they need QEMU and a 70 MB kernel package);
 with it they never skip: a rig that cannot prepare or boot fails them with its reason and the
@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "tools"
 sys.path.insert(0, str(TOOLS))
 
@@ -44,7 +44,7 @@ needs_guest = [
     pytest.mark.skipif(
         not ENABLED,
         reason="kernel tier: set USBLP_EMU_KERNEL=1 to run it (python tools/kernel_rig.py "
-        "prepare && USBLP_EMU_KERNEL=1 python -m pytest tests/test_kernel_rig.py)",
+        "prepare && USBLP_EMU_KERNEL=1 python -m pytest tests/tiers/test_kernel_rig.py)",
     ),
 ]
 

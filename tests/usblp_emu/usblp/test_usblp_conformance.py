@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.pyusb_host import PyusbHost
+from tests.usblp_emu.usblp.pyusb_host import PyusbHost
 from usblp_emu import (
     CORRECT_STRATEGIES,
     DEFAULT_DEVICE_ID,

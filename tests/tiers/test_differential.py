@@ -28,7 +28,7 @@ from usblp_emu import _abi as constants
 from usblp_emu._usblp._driver import UsblpDriver
 from usblp_emu._virtual._printer import VirtualPrinter
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import differential as d  # noqa: E402 - tools/ is not a package

@@ -11,7 +11,7 @@ from pathlib import Path
 from hazard import Lock
 from hazard.testing import explore, spawn
 from hazard.testing._report import conflicting_steps
-from tests.test_explorer import lost_update
+from tests.hazard.testing.test_explorer import lost_update
 
 MARKED = textwrap.dedent(
     """
@@ -69,10 +69,11 @@ def test_tokens_are_the_same_in_a_fresh_interpreter():
     here = explore(lost_update).failure
     assert here is not None
     code = (
-        "from hazard.testing import explore; from tests.test_explorer import lost_update; "
+        "from hazard.testing import explore; "
+        "from tests.hazard.testing.test_explorer import lost_update; "
         "print(explore(lost_update).failure.token)"
     )
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[3]
     fresh = subprocess.run(
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     )

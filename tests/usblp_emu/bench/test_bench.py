@@ -30,7 +30,7 @@ from usblp_emu._bench._open import OpenResult
 from usblp_emu._bench._report import _measure
 from usblp_emu._bench._unreclaimed import slope
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 CORRECT = ("static-mutex", "rcu", "hazard")
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 

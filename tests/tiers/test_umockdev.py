@@ -1,13 +1,15 @@
 """The umockdev tier: the pyusb transport on real libusb, against a printer emulated in usbfs.
 
 tools/umockdev_printer.py (under Debian's python3, with gi) builds a umockdev testbed with a
-root hub and a printer and answers the usbfs ioctls of its device node; tests/umockdev_client.py
-runs a scenario through ``usblp_emu._pyusb._transport`` in a child process preloaded with
-libumockdev-preload (this pytest process is not preloaded, so it only steers and checks).
+root hub and a printer and answers the usbfs ioctls of its device node;
+tests/tiers/umockdev_client.py runs a scenario through ``usblp_emu._pyusb._transport`` in a
+child process preloaded with libumockdev-preload (this pytest process is not preloaded, so it
+only steers and checks).
 
 Run it with::
 
-    bash tools/umockdev_setup.sh && USBLP_EMU_UMOCKDEV=1 python -m pytest tests/test_umockdev.py
+    bash tools/umockdev_setup.sh &&
+    USBLP_EMU_UMOCKDEV=1 python -m pytest tests/tiers/test_umockdev.py
 
 Without USBLP_EMU_UMOCKDEV=1 the tier skips (it needs Debian packages). With it, it never
 skips: anything missing fails with a one-line reason.
@@ -32,13 +34,13 @@ from typing import IO, Any
 
 import pytest
 
-from tests.umockdev_client import job_bytes
+from tests.tiers.umockdev_client import job_bytes
 
 pytestmark = [pytest.mark.umockdev]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEVICE_SCRIPT = ROOT / "tools" / "umockdev_printer.py"
-CLIENT_SCRIPT = ROOT / "tests" / "umockdev_client.py"
+CLIENT_SCRIPT = ROOT / "tests" / "tiers" / "umockdev_client.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
 PRELOAD = "libumockdev-preload.so.0"
 ENABLED = os.environ.get("USBLP_EMU_UMOCKDEV") == "1"
@@ -52,7 +54,7 @@ if not ENABLED:
         pytest.mark.skip(
             reason="umockdev tier: set USBLP_EMU_UMOCKDEV=1 to run it "
             "(bash tools/umockdev_setup.sh && USBLP_EMU_UMOCKDEV=1 "
-            "python -m pytest tests/test_umockdev.py)"
+            "python -m pytest tests/tiers/test_umockdev.py)"
         )
     )
 
@@ -128,7 +130,7 @@ class _Lines:
 
 
 class Client:
-    """One scenario running under the preload; see tests/umockdev_client.py."""
+    """One scenario running under the preload; see tests/tiers/umockdev_client.py."""
 
     def __init__(self, env: dict[str, str], scenario: str, args: dict[str, Any]) -> None:
         self.scenario = scenario

@@ -4,7 +4,7 @@ One guest boot runs tools/rig_pyusb.py against the configfs printer gadget: disc
 class 7 with usblp bound, the Device ID and port status through pyusb (usblp detached and
 re-attached), a byte-exact 1 MB job, and the emulated driver (static-mutex and hazard) printing
 through PyusbModel while the printer is unplugged mid-job: EIO or ENODEV, the disconnect path
-runs, the emulated heap is clean. Same switch as tests/test_kernel_rig.py: USBLP_EMU_KERNEL=1
+runs, the emulated heap is clean. Same switch as tests/tiers/test_kernel_rig.py: USBLP_EMU_KERNEL=1
 runs it (and then never skips), without it it is skipped with the command to run it.
 """
 
@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "tools"
 sys.path.insert(0, str(TOOLS))
 
 import kernel_rig  # noqa: E402
 
-from tests.test_kernel_rig import ENABLED  # noqa: E402
+from tests.tiers.test_kernel_rig import ENABLED  # noqa: E402
 
 DEVICE_ID = "MFG:usblp-emu;MDL:Pyusb Tier;CMD:PCL,PJL;CLS:PRINTER;SN:PT1;"
 
@@ -32,7 +32,7 @@ pytestmark = [
     pytest.mark.skipif(
         not ENABLED,
         reason="kernel tier: set USBLP_EMU_KERNEL=1 to run it (python tools/kernel_rig.py "
-        "prepare && USBLP_EMU_KERNEL=1 python -m pytest tests/test_kernel_pyusb.py)",
+        "prepare && USBLP_EMU_KERNEL=1 python -m pytest tests/tiers/test_kernel_pyusb.py)",
     ),
 ]
 

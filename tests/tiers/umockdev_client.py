@@ -1,10 +1,11 @@
 """Client side of the umockdev tier: scenarios run on real libusb under umockdev's preload.
 
-tests/test_umockdev.py runs this file as a script, with ``LD_PRELOAD=libumockdev-preload.so.0``
-and ``UMOCKDEV_DIR`` pointing at the testbed of tools/umockdev_printer.py: the pytest process
-itself is not preloaded, so everything that touches libusb happens here, in a child.
+tests/tiers/test_umockdev.py runs this file as a script, with
+``LD_PRELOAD=libumockdev-preload.so.0`` and ``UMOCKDEV_DIR`` pointing at the testbed of
+tools/umockdev_printer.py: the pytest process itself is not preloaded, so everything that
+touches libusb happens here, in a child.
 
-Usage: ``python tests/umockdev_client.py SCENARIO [JSON-ARGS]``. It prints ``EVENT <name>
+Usage: ``python tests/tiers/umockdev_client.py SCENARIO [JSON-ARGS]``. It prints ``EVENT <name>
 <json>`` lines while it runs (the test may wait for one before changing the device) and ends
 with one ``RESULT <json>`` line. Errors are recorded, not raised, as ``{"type", "errno",
 "written", "remedy", "message"}`` so the test can assert on the exact typed error.
