@@ -86,7 +86,6 @@ import dataclasses
 import errno
 import fcntl
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -101,6 +100,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as a script (python tools/NAME.py), sys.path has tools/: add the root, so `tools` imports.
+sys.path.insert(0, str(ROOT))
 CORPUS = ROOT / "tools" / "opscripts"
 GUEST_RESULTS = "differential-guest.json"
 RESULTS_FORMAT = 1
@@ -1211,8 +1212,7 @@ def _gadget_config() -> dict[str, int]:
 
 def run_guest(paths: Sequence[Path], out: Path, step_timeout: float) -> int:
     """Inside the rig: run every script against the real driver; write the results to ``out``."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    rig_guest = importlib.import_module("rig_guest")  # the rig's, inside the guest only
+    from tools import rig_guest  # the rig's, inside the guest only
 
     started = time.monotonic()
     scripts = [parse_script(p) for p in paths]
@@ -1467,8 +1467,7 @@ def run_kernel(
             console's tail).
 
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    kernel_rig: Any = importlib.import_module("kernel_rig")
+    from tools import kernel_rig
 
     groups: dict[Device, list[Script]] = {}
     for script in scripts:

@@ -12,13 +12,12 @@ Contract (kept stable for tools/differential.py and the kernel test tier):
   raises ``RigError`` (``RigTimeout``) with ``reason``, ``console_tail()`` and the command's
   output so far. Measured on the 2-core dev machine under TCG: ~6-9 s wall from QEMU start
   to the command (guest ~4.5 s), a Python start in the guest ~2 s (cold 9p cache).
-- In the guest the command runs chrooted into the host's ``/`` (read-only), in the host's cwd,
-  with ``RIG_OUT`` a writable folder that is ``out_dir`` on the host, ``RIG_GUEST=1``,
-  ``RIG_DEVICE_ID``, ``RIG_PNP_PADDED`` (see below), ``TMPDIR`` writable, and
-  ``import rig_guest`` working once tools/ is on ``sys.path``. ``/dev/usb/lp0`` (usblp) and
-  ``/dev/g_printer0`` (the gadget side) exist when it starts, and the gadget's OUT endpoint has
-  receive requests queued (``rig_guest.gadget_prime``), so usblp writes up to ``q_len`` x 8 KiB
-  complete without a reader.
+- In the guest the command runs chrooted into the host's ``/`` (read-only), in the host's cwd, with
+  ``RIG_OUT`` a writable folder that is ``out_dir`` on the host, ``RIG_GUEST=1``, ``RIG_DEVICE_ID``,
+  ``RIG_PNP_PADDED`` (see below), ``TMPDIR`` writable, and ``from tools import rig_guest`` working
+  with the repository root on ``sys.path``. ``/dev/usb/lp0`` (usblp) and ``/dev/g_printer0`` (the
+  gadget side) exist when it starts, and the gadget's OUT endpoint has receive requests queued
+  (``rig_guest.gadget_prime``), so usblp writes up to ``q_len`` x 8 KiB complete without a reader.
 
 Usage::
 
@@ -80,7 +79,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from rig_guest import load_order, module_name, read_modules_dep
+# Run as a script (python tools/NAME.py), sys.path has tools/: add the root, so `tools` imports.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.rig_guest import load_order, module_name, read_modules_dep
 
 RIG_FAILURE = 125
 """Exit status of ``kernel_rig.py run`` when the rig itself failed (boot, setup, timeout)."""

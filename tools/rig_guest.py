@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Helpers for commands that run inside the kernel rig's guest (see tools/kernel_rig.py).
 
-Import it with tools/ on ``sys.path``; it uses the standard library only. In the guest,
-``/dev/usb/lp0`` is usblp's node for a configfs printer gadget on dummy_hcd, and
-``/dev/g_printer0`` is the gadget's side of the same printer: what the host writes to lp0 is
-read there. Everything here is the guest's root (the command runs as root).
+Import it as ``tools.rig_guest`` (the repository root on ``sys.path``); it uses the standard library
+only. In the guest, ``/dev/usb/lp0`` is usblp's node for a configfs printer gadget on dummy_hcd, and
+``/dev/g_printer0`` is the gadget's side of the same printer: what the host writes to lp0 is read
+there. Everything here is the guest's root (the command runs as root).
 
 - ``unplug(method)`` pulls the printer off the bus, in one of ``UNPLUG_METHODS`` ways;
   ``replug()`` plugs it back in (a full reset of the virtual bus).

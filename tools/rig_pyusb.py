@@ -28,11 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Run as a script (python tools/NAME.py), sys.path has tools/: add the root, so `tools` imports.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import libusb_package
-import rig_guest
 
+from tools import rig_guest
 from usblp_emu import (
     DeviceError,
     Host,

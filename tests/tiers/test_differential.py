@@ -18,20 +18,18 @@ import dataclasses
 import errno
 import json
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tools import differential as d
 from usblp_emu import _abi as constants
 from usblp_emu._usblp._driver import UsblpDriver
 from usblp_emu._virtual._printer import VirtualPrinter
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
 
-import differential as d  # noqa: E402 - tools/ is not a package
 
 SCRIPTS = d.corpus_paths()
 KERNEL_TIER = os.environ.get("USBLP_EMU_KERNEL") == "1"

@@ -17,13 +17,12 @@ from typing import Any
 
 import pytest
 
+from tests.tiers.test_kernel_rig import ENABLED
+from tools import kernel_rig
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "tools"
-sys.path.insert(0, str(TOOLS))
 
-import kernel_rig  # noqa: E402
-
-from tests.tiers.test_kernel_rig import ENABLED  # noqa: E402
 
 DEVICE_ID = "MFG:usblp-emu;MDL:Pyusb Tier;CMD:PCL,PJL;CLS:PRINTER;SN:PT1;"
 

@@ -26,12 +26,11 @@ from typing import Any
 
 import pytest
 
+from tools import kernel_rig, rig_guest
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "tools"
-sys.path.insert(0, str(TOOLS))
 
-import kernel_rig  # noqa: E402
-import rig_guest  # noqa: E402
 
 ENABLED = os.environ.get("USBLP_EMU_KERNEL") == "1"
 # Not the rig's default, and long enough that a two-character cut would show.
