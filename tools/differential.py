@@ -102,22 +102,36 @@ from typing import Any, Protocol
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script (python tools/NAME.py), sys.path has tools/: add the root, so `tools` imports.
 sys.path.insert(0, str(ROOT))
+
+from usblp_emu._abi import (  # noqa: E402 - the guest side too: standard library only
+    GADGET_SET_PRINTER_STATUS,
+    IOC_NONE,
+    IOC_READ,
+    IOC_WRITE,
+    IOCNR_GET_BUS_ADDRESS,
+    IOCNR_GET_DEVICE_ID,
+    IOCNR_GET_PROTOCOLS,
+    IOCNR_GET_VID_PID,
+    IOCNR_HP_SET_CHANNEL,
+    IOCNR_SET_PROTOCOL,
+    IOCNR_SOFT_RESET,
+    LPABORT,
+    LPCHAR,
+    LPGETSTATUS,
+    POLLERR,
+    POLLHUP,
+    POLLIN,
+    POLLNVAL,
+    POLLOUT,
+    POLLRDNORM,
+    POLLWRNORM,
+    ioc,
+)
+
 CORPUS = ROOT / "tools" / "opscripts"
 GUEST_RESULTS = "differential-guest.json"
 RESULTS_FORMAT = 1
 
-# -- the kernel's numbers (<linux/lp.h>, usblp.c, <linux/usb/g_printer.h>, <poll.h>) ---------
-# Written out here rather than imported from usblp_emu so the guest side stays stdlib-only;
-# tests/tiers/test_differential.py checks they equal usblp_emu._abi.
-
-_IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2
-
-
-def _ioc(direction: int, kind: str, nr: int, size: int) -> int:
-    return (direction << 30) | (size << 16) | (ord(kind) << 8) | nr
-
-
-GADGET_SET_PRINTER_STATUS = _ioc(_IOC_READ | _IOC_WRITE, "g", 0x22, 1)
 DEVICE_ID_MAX = 1024  # USBLP_DEVICE_ID_SIZE
 
 
@@ -150,47 +164,46 @@ IOCTLS: dict[str, IoctlSpec] = {
 }
 
 
-# name -> (direction, nr) of the new-style 'P' commands; None: an old-style lp.c number.
+# name -> (direction, nr) of the new-style 'P' commands; an int: an old-style lp.c number.
 _COMMANDS: dict[str, tuple[int, int] | int] = {
-    "GET_DEVICE_ID": (_IOC_READ, 1),
-    "GET_PROTOCOLS": (_IOC_READ, 2),
-    "SET_PROTOCOL": (_IOC_WRITE, 3),
-    "HP_SET_CHANNEL": (_IOC_WRITE, 4),
-    "GET_BUS_ADDRESS": (_IOC_READ, 5),
-    "GET_VID_PID": (_IOC_READ, 6),
-    "SOFT_RESET": (_IOC_NONE, 7),
-    "LPGETSTATUS": 0x060B,
-    "LPABORT": 0x0604,
-    "GET_DEVICE_ID_WRITE": (_IOC_WRITE, 1),
-    "GET_PROTOCOLS_SHORT": (_IOC_READ, 2),
-    "INVALID": (_IOC_NONE, 0x42),
-    "LPCHAR": 0x0601,
+    "GET_DEVICE_ID": (IOC_READ, IOCNR_GET_DEVICE_ID),
+    "GET_PROTOCOLS": (IOC_READ, IOCNR_GET_PROTOCOLS),
+    "SET_PROTOCOL": (IOC_WRITE, IOCNR_SET_PROTOCOL),
+    "HP_SET_CHANNEL": (IOC_WRITE, IOCNR_HP_SET_CHANNEL),
+    "GET_BUS_ADDRESS": (IOC_READ, IOCNR_GET_BUS_ADDRESS),
+    "GET_VID_PID": (IOC_READ, IOCNR_GET_VID_PID),
+    "SOFT_RESET": (IOC_NONE, IOCNR_SOFT_RESET),
+    "LPGETSTATUS": LPGETSTATUS,
+    "LPABORT": LPABORT,
+    "GET_DEVICE_ID_WRITE": (IOC_WRITE, IOCNR_GET_DEVICE_ID),
+    "GET_PROTOCOLS_SHORT": (IOC_READ, IOCNR_GET_PROTOCOLS),
+    "INVALID": (IOC_NONE, 0x42),
+    "LPCHAR": LPCHAR,
 }
 
 
 def ioctl_command(name: str, size: int) -> int:
     """The command number of the ioctl ``name`` issued with a ``size``-byte buffer.
 
-    The size is encoded only in the commands that read into a buffer (``_IOC_READ``).
+    The size is encoded only in the commands that read into a buffer (``IOC_READ``).
     """
     command = _COMMANDS[name]
     if isinstance(command, int):
         return command
     direction, nr = command
-    return _ioc(direction, "P", nr, size if direction == _IOC_READ else 0)
+    return ioc(direction, "P", nr, size if direction == IOC_READ else 0)
 
 
 POLL_BITS = (
-    ("IN", 0x001),
-    ("RDNORM", 0x040),
-    ("OUT", 0x004),
-    ("WRNORM", 0x100),
-    ("ERR", 0x008),
-    ("HUP", 0x010),
-    ("NVAL", 0x020),
+    ("IN", POLLIN),
+    ("RDNORM", POLLRDNORM),
+    ("OUT", POLLOUT),
+    ("WRNORM", POLLWRNORM),
+    ("ERR", POLLERR),
+    ("HUP", POLLHUP),
+    ("NVAL", POLLNVAL),
 )
-POLL_ASKED = 0x001 | 0x004 | 0x040 | 0x100  # what poll F asks for; ERR, HUP, NVAL always come
-POLLNVAL = 0x020
+POLL_ASKED = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM  # ERR, HUP, NVAL always come
 
 UNPLUG_METHODS = ("port-disable", "remove", "soft-disconnect", "unbind", "rmmod-hcd")
 
@@ -864,7 +877,7 @@ class EmuTarget:
         fd = self._fd(handle)
         if fd.closed:
             return POLLNVAL  # what poll(2) says of a descriptor that is not open
-        return int(fd.file.poll()) & (POLL_ASKED | 0x008 | 0x010)
+        return int(fd.file.poll()) & (POLL_ASKED | POLLERR | POLLHUP)
 
     def unplug(self, method: str) -> None:
         del method  # the emulated core has one unplug: URBs fail, then disconnect

@@ -53,6 +53,22 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+# Run as a script (python tools/NAME.py), sys.path has tools/: add the root, so the kernel's
+# numbers (usblp_emu._abi, standard library only like this module) import.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from usblp_emu._abi import (
+    GADGET_GET_PRINTER_STATUS,
+    GADGET_SET_PRINTER_STATUS,
+    LPGETSTATUS,
+    LPIOC_GET_DEVICE_ID,
+)
+
+# f_printer's status bits (<linux/usb/g_printer.h>) are the GET_PORT_STATUS byte's.
+from usblp_emu._abi import LP_PERRORP as PRINTER_NOT_ERROR
+from usblp_emu._abi import LP_POUTPA as PRINTER_PAPER_EMPTY
+from usblp_emu._abi import LP_PSELECD as PRINTER_SELECTED
+
 LP0 = "/dev/usb/lp0"
 GADGET_DEV = "/dev/g_printer0"
 UDC = "dummy_udc.0"
@@ -60,28 +76,6 @@ USB_DEVICES = Path("/sys/bus/usb/devices")
 
 UNPLUG_METHODS = ("port-disable", "remove", "soft-disconnect", "unbind", "rmmod-hcd")
 EXPECTED_FIRST_ERRNO = frozenset({errno.EIO, errno.ENODEV})
-
-# --- ioctl numbers (x86-64) -----------------------------------------------------------------
-
-_IOC_WRITE, _IOC_READ = 1, 2
-
-
-def _ioc(direction: int, kind: str, nr: int, size: int) -> int:
-    return (direction << 30) | (size << 16) | (ord(kind) << 8) | nr
-
-
-def LPIOC_GET_DEVICE_ID(size: int) -> int:
-    """usblp's ``_IOC(_IOC_READ, 'P', 1, len)``: the Device ID, its 2-byte length first."""
-    return _ioc(_IOC_READ, "P", 1, size)
-
-
-LPGETSTATUS = 0x060B
-GADGET_GET_PRINTER_STATUS = _ioc(_IOC_READ, "g", 0x21, 1)
-GADGET_SET_PRINTER_STATUS = _ioc(_IOC_READ | _IOC_WRITE, "g", 0x22, 1)
-# f_printer's status bits (<linux/usb/g_printer.h>), the GET_PORT_STATUS byte.
-PRINTER_NOT_ERROR = 0x08
-PRINTER_SELECTED = 0x10
-PRINTER_PAPER_EMPTY = 0x20
 
 
 def in_guest() -> bool:

@@ -73,33 +73,50 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-# --- usbfs ioctl numbers (x86-64: <linux/usbdevice_fs.h>) -----------------------------------
+# Run as a script under Debian's python3 (sys.path has tools/): add the root, so the kernel's
+# numbers and usblp's id table (standard library only, both) import.
+sys.path.insert(0, str(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-_IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2
+from usblp_emu._abi import (
+    IOC_NONE,
+    IOC_READ,
+    IOC_WRITE,
+    REQ_GET_DEVICE_ID,
+    REQ_GET_PORT_STATUS,
+    REQ_SOFT_RESET,
+    RT_CLASS_IN,
+    RT_CLASS_OUT,
+    RT_SOFT_RESET_USBLP,
+    USB_CLASS_PRINTER,
+    ioc,
+)
+from usblp_emu._usblp._ids import usblp_binds
+
+# --- usbfs ioctl numbers (x86-64: <linux/usbdevice_fs.h>) -----------------------------------
 
 
 def _ioc(direction: int, nr: int, size: int) -> int:
-    return (direction << 30) | (size << 16) | (ord("U") << 8) | nr
+    return ioc(direction, "U", nr, size)
 
 
-USBDEVFS_CONTROL = _ioc(_IOC_READ | _IOC_WRITE, 0, 24)
-USBDEVFS_SETINTERFACE = _ioc(_IOC_READ, 4, 8)
-USBDEVFS_SETCONFIGURATION = _ioc(_IOC_READ, 5, 4)
-USBDEVFS_GETDRIVER = _ioc(_IOC_WRITE, 8, 260)
-USBDEVFS_SUBMITURB = _ioc(_IOC_READ, 10, 56)
-USBDEVFS_DISCARDURB = _ioc(_IOC_NONE, 11, 0)
-USBDEVFS_REAPURB = _ioc(_IOC_WRITE, 12, 8)
-USBDEVFS_REAPURBNDELAY = _ioc(_IOC_WRITE, 13, 8)
-USBDEVFS_CLAIMINTERFACE = _ioc(_IOC_READ, 15, 4)
-USBDEVFS_RELEASEINTERFACE = _ioc(_IOC_READ, 16, 4)
-USBDEVFS_CONNECTINFO = _ioc(_IOC_WRITE, 17, 8)
-USBDEVFS_IOCTL = _ioc(_IOC_READ | _IOC_WRITE, 18, 16)
-USBDEVFS_RESET = _ioc(_IOC_NONE, 20, 0)
-USBDEVFS_CLEAR_HALT = _ioc(_IOC_READ, 21, 4)
-USBDEVFS_DISCONNECT = _ioc(_IOC_NONE, 22, 0)
-USBDEVFS_CONNECT = _ioc(_IOC_NONE, 23, 0)
-USBDEVFS_GET_CAPABILITIES = _ioc(_IOC_READ, 26, 4)
-USBDEVFS_DISCONNECT_CLAIM = _ioc(_IOC_READ, 27, 264)
+USBDEVFS_CONTROL = _ioc(IOC_READ | IOC_WRITE, 0, 24)
+USBDEVFS_SETINTERFACE = _ioc(IOC_READ, 4, 8)
+USBDEVFS_SETCONFIGURATION = _ioc(IOC_READ, 5, 4)
+USBDEVFS_GETDRIVER = _ioc(IOC_WRITE, 8, 260)
+USBDEVFS_SUBMITURB = _ioc(IOC_READ, 10, 56)
+USBDEVFS_DISCARDURB = _ioc(IOC_NONE, 11, 0)
+USBDEVFS_REAPURB = _ioc(IOC_WRITE, 12, 8)
+USBDEVFS_REAPURBNDELAY = _ioc(IOC_WRITE, 13, 8)
+USBDEVFS_CLAIMINTERFACE = _ioc(IOC_READ, 15, 4)
+USBDEVFS_RELEASEINTERFACE = _ioc(IOC_READ, 16, 4)
+USBDEVFS_CONNECTINFO = _ioc(IOC_WRITE, 17, 8)
+USBDEVFS_IOCTL = _ioc(IOC_READ | IOC_WRITE, 18, 16)
+USBDEVFS_RESET = _ioc(IOC_NONE, 20, 0)
+USBDEVFS_CLEAR_HALT = _ioc(IOC_READ, 21, 4)
+USBDEVFS_DISCONNECT = _ioc(IOC_NONE, 22, 0)
+USBDEVFS_CONNECT = _ioc(IOC_NONE, 23, 0)
+USBDEVFS_GET_CAPABILITIES = _ioc(IOC_READ, 26, 4)
+USBDEVFS_DISCONNECT_CLAIM = _ioc(IOC_READ, 27, 264)
 
 IOCTL_NAMES = {
     value: name
@@ -273,7 +290,11 @@ class Printer:
         self.name = f"{self.bus}-{port}"
         self.syspath = f"/sys/devices/pci0000:00/0000:00:14.0/usb1/{self.name}"
         self.devnode = f"/dev/bus/usb/{self.bus:03d}/{address:03d}"
-        self.printer_interface = next(a.number for a in alts if a.cls == 7)
+        self.printer_interface = next(
+            a.number
+            for a in alts
+            if a.alt == 0 and usblp_binds(VENDOR_ID, product_id, a.cls, a.subclass, a.protocol)
+        )
         # usbfs state
         self.configuration = 1
         self.alt_setting = dict.fromkeys(numbers, 0)
@@ -644,15 +665,15 @@ class Printer:
         """The data stage of a control request the printer knows; None stalls it."""
         if request_type == 0x80 and request == 6:  # GET_DESCRIPTOR
             return self.descriptor(value >> 8, value & 0xFF, index)
-        if request_type == 0xA1 and request == 0:  # GET_DEVICE_ID
+        if request_type == RT_CLASS_IN and request == REQ_GET_DEVICE_ID:
             if value == 0 and self.is_printer_alt(index >> 8, index & 0xFF):
                 return self.device_id
             return None
-        if request_type == 0xA1 and request == 1 and index == self.printer_interface:
-            return bytes([self.port_status])  # GET_PORT_STATUS
-        if request == 2 and request_type in (0x21, 0x23):  # SOFT_RESET
+        if request_type == RT_CLASS_IN and request == REQ_GET_PORT_STATUS:
+            return bytes([self.port_status]) if index == self.printer_interface else None
+        if request == REQ_SOFT_RESET and request_type in (RT_CLASS_OUT, RT_SOFT_RESET_USBLP):
             self.soft_resets.append(request_type)
-            if request_type == 0x21 or self.accept_soft_reset_0x23:
+            if request_type == RT_CLASS_OUT or self.accept_soft_reset_0x23:
                 self.halted.clear()
                 return b""
         return None
@@ -671,7 +692,9 @@ class Printer:
 
     def is_printer_alt(self, interface: int, alt: int) -> bool:
         """Whether ``interface``/``alt`` is a printer-class alt setting."""
-        return any(a.number == interface and a.alt == alt and a.cls == 7 for a in self.alts)
+        return any(
+            a.number == interface and a.alt == alt and a.cls == USB_CLASS_PRINTER for a in self.alts
+        )
 
     def check_control_recipient(
         self, request_type: int, request: int, index: int, state: ClientState
@@ -683,7 +706,11 @@ class Printer:
         """
         if request_type & 0x60 == 0x40:
             return  # vendor requests are not checked
-        if request_type == 0xA1 and request == 0 and self.is_printer_alt(index >> 8, index & 0xFF):
+        if (
+            request_type == RT_CLASS_IN
+            and request == REQ_GET_DEVICE_ID
+            and self.is_printer_alt(index >> 8, index & 0xFF)
+        ):
             return
         recipient = request_type & 0x1F
         if recipient == 1:  # interface

@@ -40,6 +40,17 @@ import usb.backend.libusb1
 import usb.core
 import usb.util
 
+from usblp_emu._abi import (
+    PRINTER_PROTOCOLS,
+    REQ_GET_DEVICE_ID,
+    REQ_GET_PORT_STATUS,
+    REQ_SOFT_RESET,
+    RT_CLASS_IN,
+    RT_CLASS_OUT,
+    RT_SOFT_RESET_USBLP,
+    USB_CLASS_PRINTER,
+    USB_CLASS_VENDOR_SPEC,
+)
 from usblp_emu._errors import (
     AccessDenied,
     Busy,
@@ -52,7 +63,7 @@ from usblp_emu._errors import (
 )
 from usblp_emu._ieee1284 import DeviceId, PortStatus, cups_uri, parse_device_id
 from usblp_emu._pyusb._sysfs import holders, udev_rule
-from usblp_emu._usblp._driver import QUIRK_BAD_CLASS, QUIRKS
+from usblp_emu._usblp._ids import QUIRK_BAD_CLASS, quirks_for
 
 __all__ = [
     "NoUsbBackend",
@@ -63,10 +74,6 @@ __all__ = [
     "translate_usb_error",
 ]
 
-PRINTER_CLASS = 7
-_GET_DEVICE_ID = 0
-_GET_PORT_STATUS = 1
-_SOFT_RESET = 2
 _DEVICE_ID_MAX = 1024  # what usblp asks for (USBLP_DEVICE_ID_SIZE)
 _CONTROL_TIMEOUT_MS = 5000
 DEFAULT_CHUNK = 8192  # CUPS writes 8 KiB at a time
@@ -115,13 +122,13 @@ class PrinterInterface:
 def _printer_interfaces(dev: usb.core.Device) -> tuple[PrinterInterface, ...]:
     found: list[PrinterInterface] = []
     # usblp's QUIRK_BAD_CLASS printers (CUPS' "vendor-class") say 0xFF instead of 7.
-    bad_class = bool(QUIRKS.get((dev.idVendor, dev.idProduct), 0) & QUIRK_BAD_CLASS)
+    bad_class = bool(quirks_for(dev.idVendor, dev.idProduct) & QUIRK_BAD_CLASS)
     for index, cfg in enumerate(dev):
         for intf in cfg:
-            wanted = intf.bInterfaceClass == PRINTER_CLASS or (
-                bad_class and intf.bInterfaceClass == 0xFF
+            wanted = intf.bInterfaceClass == USB_CLASS_PRINTER or (
+                bad_class and intf.bInterfaceClass == USB_CLASS_VENDOR_SPEC
             )
-            if not wanted or intf.bInterfaceProtocol not in (1, 2, 3):
+            if not wanted or intf.bInterfaceProtocol not in PRINTER_PROTOCOLS:
                 continue
             ep_out = ep_in = None
             for ep in intf:
@@ -491,8 +498,8 @@ class PyusbPrinter:
         chosen = self._claimed()
         try:
             answer = self.raw_control(
-                0xA1,
-                _GET_DEVICE_ID,
+                RT_CLASS_IN,
+                REQ_GET_DEVICE_ID,
                 chosen.config_index,
                 (chosen.interface << 8) | chosen.alternate,
                 _DEVICE_ID_MAX,
@@ -511,7 +518,7 @@ class PyusbPrinter:
         """
         chosen = self._claimed()
         try:
-            answer = self.raw_control(0xA1, _GET_PORT_STATUS, 0, chosen.interface, 1)
+            answer = self.raw_control(RT_CLASS_IN, REQ_GET_PORT_STATUS, 0, chosen.interface, 1)
         except usb.core.USBError as exc:
             raise self._error(exc, "reading the port status") from None
         assert isinstance(answer, bytes)
@@ -528,13 +535,13 @@ class PyusbPrinter:
         """
         chosen = self._claimed()
         try:
-            self.raw_control(0x23, _SOFT_RESET, 0, chosen.interface, b"")
+            self.raw_control(RT_SOFT_RESET_USBLP, REQ_SOFT_RESET, 0, chosen.interface, b"")
             return
         except usb.core.USBError as exc:
             if exc.errno != errno.EPIPE:
                 raise self._error(exc, "soft reset") from None
         try:
-            self.raw_control(0x21, _SOFT_RESET, 0, chosen.interface, b"")
+            self.raw_control(RT_CLASS_OUT, REQ_SOFT_RESET, 0, chosen.interface, b"")
         except usb.core.USBError as exc:
             raise self._error(exc, "soft reset") from None
 

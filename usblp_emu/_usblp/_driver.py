@@ -29,6 +29,7 @@ from usblp_emu._abi import (
     IOCNR_HP_SET_CHANNEL,
     IOCNR_SET_PROTOCOL,
     IOCNR_SOFT_RESET,
+    LP_ABORT,
     LP_PERRORP,
     LP_POUTPA,
     LP_PSELECD,
@@ -39,6 +40,20 @@ from usblp_emu._abi import (
     POLLOUT,
     POLLRDNORM,
     POLLWRNORM,
+    PROTOCOL_IEEE1284_4,
+    PROTOCOL_UNIDIRECTIONAL,
+    REQ_GET_DEVICE_ID,
+    REQ_GET_PORT_STATUS,
+    REQ_HP_CHANNEL_CHANGE_REQUEST,
+    REQ_SOFT_RESET,
+    USB_CLASS_PRINTER,
+    USB_DIR_IN,
+    USB_DIR_OUT,
+    USB_RECIP_INTERFACE,
+    USB_RECIP_OTHER,
+    USB_SUBCLASS_PRINTER,
+    USB_TYPE_CLASS,
+    USB_TYPE_VENDOR,
     ioc_dir,
     ioc_nr,
     ioc_size,
@@ -55,58 +70,22 @@ from usblp_emu._core._urb import (
     unanchor_urb,
 )
 from usblp_emu._core._usbcore import Interface, UsbCore, UsbDev
+from usblp_emu._usblp._ids import QUIRK_BAD_CLASS, QUIRK_BIDIR, quirks_for
 
 if TYPE_CHECKING:
     from usblp_emu._usblp._strategies import Strategy
 
-__all__ = ["QUIRK_BAD_CLASS", "QUIRK_BIDIR", "Usblp", "UsblpDriver"]
+__all__ = ["Usblp", "UsblpDriver"]
 
 BUF_SIZE = 8192  # USBLP_BUF_SIZE: the largest write chunk
 BUF_SIZE_IN = 1024  # USBLP_BUF_SIZE_IN
 DEVICE_ID_SIZE = 1024  # USBLP_DEVICE_ID_SIZE
 STATUS_BUF_SIZE = 8
-CTL_TIMEOUT = 5.0  # USBLP_CTL_TIMEOUT, seconds
 WRITE_PROD = 1.5  # a blocked writer looks at the printer every 1500 ms
 
-FIRST_PROTOCOL = 1
-LAST_PROTOCOL = 3
+FIRST_PROTOCOL = PROTOCOL_UNIDIRECTIONAL
+LAST_PROTOCOL = PROTOCOL_IEEE1284_4
 MAX_PROTOCOLS = LAST_PROTOCOL + 1
-
-REQ_GET_ID = 0x00
-REQ_GET_STATUS = 0x01
-REQ_RESET = 0x02
-REQ_HP_CHANNEL_CHANGE_REQUEST = 0x00
-
-# bmRequestType pieces.
-DIR_OUT = 0x00
-DIR_IN = 0x80
-TYPE_CLASS = 0x20
-TYPE_VENDOR = 0x40
-RECIP_INTERFACE = 0x01
-RECIP_OTHER = 0x03
-
-USB_CLASS_PRINTER = 7
-
-QUIRK_BIDIR = 0x1  # reports bidirectional but requires unidirectional mode
-QUIRK_USB_INIT = 0x2  # needs vendor USB init string
-QUIRK_BAD_CLASS = 0x4  # descriptor uses vendor-specific class or subclass
-
-# (vendor, product) -> quirks: a sample of usblp's table.
-QUIRKS: dict[tuple[int, int], int] = {
-    (0x03F0, 0x0004): QUIRK_BIDIR,  # HP DeskJet 895C
-    (0x03F0, 0x0104): QUIRK_BIDIR,  # HP DeskJet 880C
-    (0x03F0, 0x0204): QUIRK_BIDIR,  # HP DeskJet 815C
-    (0x03F0, 0x0304): QUIRK_BIDIR,  # HP DeskJet 810C/812C
-    (0x03F0, 0x0404): QUIRK_BIDIR,  # HP DeskJet 830C
-    (0x03F0, 0x0504): QUIRK_BIDIR,  # HP DeskJet 885C
-    (0x03F0, 0x0604): QUIRK_BIDIR,  # HP DeskJet 840C
-    (0x03F0, 0x0804): QUIRK_BIDIR,  # HP DeskJet 816C
-    (0x03F0, 0x1104): QUIRK_BIDIR,  # HP Deskjet 959C
-    (0x0409, 0xEFBE): QUIRK_BIDIR,  # NEC Picty900 (HP OEM)
-    (0x0482, 0x0010): QUIRK_BIDIR,  # Kyocera Mita FS 820
-    (0x04F9, 0x000D): QUIRK_BIDIR,  # Brother HL-1440
-    (0x04B8, 0x0202): QUIRK_BAD_CLASS,  # Seiko Epson Receipt Printer M129C
-}
 
 _MESSAGES = ("ok", "out of paper", "off-line", "on fire")
 
@@ -194,7 +173,7 @@ class UsblpDriver:
         usblp.readbuf = self.heap.alloc_buffer(BUF_SIZE_IN, "usblp.readbuf")
         usblp.statusbuf = self.heap.alloc_buffer(STATUS_BUF_SIZE, "usblp.statusbuf")
         d = dev.descriptor
-        usblp.quirks = QUIRKS.get((d.vendor_id, d.product_id), 0)
+        usblp.quirks = quirks_for(d.vendor_id, d.product_id)
         protocol = self._select_alts(usblp)
         if protocol < 0:
             retval = -errno.ENODEV
@@ -225,7 +204,8 @@ class UsblpDriver:
             p.alt_setting = -1
         for alt in usblp.intf.altsettings:
             if (
-                alt.interface_class != USB_CLASS_PRINTER or alt.interface_subclass != 1
+                alt.interface_class != USB_CLASS_PRINTER
+                or alt.interface_subclass != USB_SUBCLASS_PRINTER
             ) and not usblp.quirks & QUIRK_BAD_CLASS:
                 continue
             proto = alt.interface_protocol
@@ -287,7 +267,7 @@ class UsblpDriver:
     ) -> bytes | int:
         """usblp_ctrl_msg(): the bytes read (IN), 0 (OUT), or a negative errno."""
         index = usblp.ifnum
-        if request == REQ_GET_ID and rtype == TYPE_CLASS:
+        if request == REQ_GET_DEVICE_ID and rtype == USB_TYPE_CLASS:
             index = (usblp.ifnum << 8) | usblp.protocol[usblp.current_protocol].alt_setting
         result = self.core.control_msg(
             usblp.dev,
@@ -295,7 +275,7 @@ class UsblpDriver:
             request,
             value,
             index,
-            length if direction == DIR_IN else b"",
+            length if direction == USB_DIR_IN else b"",
         )
         if isinstance(result, int):
             return result if result < 0 else 0
@@ -303,7 +283,9 @@ class UsblpDriver:
 
     def read_status(self, usblp: Usblp) -> int:
         """usblp_read_status(): GET_PORT_STATUS into statusbuf; 0 or a negative errno."""
-        result = self._ctrl_msg(usblp, REQ_GET_STATUS, TYPE_CLASS, DIR_IN, RECIP_INTERFACE, 0, 1)
+        result = self._ctrl_msg(
+            usblp, REQ_GET_PORT_STATUS, USB_TYPE_CLASS, USB_DIR_IN, USB_RECIP_INTERFACE, 0, 1
+        )
         if isinstance(result, int):
             return result
         assert usblp.statusbuf is not None
@@ -317,7 +299,13 @@ class UsblpDriver:
         # Zeroed first, so a short answer cannot expose the previous answer's bytes.
         buf.write(0, bytes(DEVICE_ID_SIZE))
         result = self._ctrl_msg(
-            usblp, REQ_GET_ID, TYPE_CLASS, DIR_IN, RECIP_INTERFACE, 0, DEVICE_ID_SIZE - 1
+            usblp,
+            REQ_GET_DEVICE_ID,
+            USB_TYPE_CLASS,
+            USB_DIR_IN,
+            USB_RECIP_INTERFACE,
+            0,
+            DEVICE_ID_SIZE - 1,
         )
         if isinstance(result, int):
             buf.write(0, b"\0\0")
@@ -572,7 +560,7 @@ class UsblpDriver:
                 # before testing for the same reason: no lost wake-up).
                 woken = usblp.wcomplete or not usblp.present.load() or usblp.wwait.wait(WRITE_PROD)
             if not woken:
-                if usblp.flags.load() & LP_ABORT_FLAG:
+                if usblp.flags.load() & LP_ABORT:
                     err = self.check_status(usblp, err)
                     if err == 1:  # paper out
                         return -errno.ENOSPC
@@ -666,9 +654,9 @@ class UsblpDriver:
                 return usblp.statusbuf.read(0, 1)[0]
             if cmd == LPABORT:
                 if arg:
-                    self._update_flags(usblp, LP_ABORT_FLAG, 0)
+                    self._update_flags(usblp, LP_ABORT, 0)
                 else:
-                    self._update_flags(usblp, 0, LP_ABORT_FLAG)
+                    self._update_flags(usblp, 0, LP_ABORT)
                 return 0
             return -errno.ENOTTY
 
@@ -712,7 +700,13 @@ class UsblpDriver:
             ):
                 return -errno.EINVAL
             result = self._ctrl_msg(
-                usblp, REQ_HP_CHANNEL_CHANGE_REQUEST, TYPE_VENDOR, DIR_IN, RECIP_INTERFACE, arg, 1
+                usblp,
+                REQ_HP_CHANNEL_CHANGE_REQUEST,
+                USB_TYPE_VENDOR,
+                USB_DIR_IN,
+                USB_RECIP_INTERFACE,
+                arg,
+                1,
             )
             if isinstance(result, int):
                 self._info(f"usblp{usblp.minor}: error = {result} setting HP channel")
@@ -721,7 +715,9 @@ class UsblpDriver:
         if nr == IOCNR_SOFT_RESET:
             if direction != none:
                 return -errno.EINVAL
-            result = self._ctrl_msg(usblp, REQ_RESET, TYPE_CLASS, DIR_OUT, RECIP_OTHER, 0, 0)
+            result = self._ctrl_msg(
+                usblp, REQ_SOFT_RESET, USB_TYPE_CLASS, USB_DIR_OUT, USB_RECIP_OTHER, 0, 0
+            )
             return result if isinstance(result, int) else 0
         return -errno.ENOTTY
 
@@ -733,7 +729,4 @@ class UsblpDriver:
 
     def clear_abort(self, usblp: Usblp) -> None:
         """Release's first step: ``usblp->flags &= ~LP_ABORT``."""
-        self._update_flags(usblp, 0, LP_ABORT_FLAG)
-
-
-LP_ABORT_FLAG = 0x0040  # <linux/lp.h> LP_ABORT, the only bit usblp keeps in flags
+        self._update_flags(usblp, 0, LP_ABORT)

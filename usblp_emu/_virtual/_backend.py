@@ -70,8 +70,10 @@ import usb.backend
 import usb.core
 
 from hazard import Condition, Lock, monotonic
+from usblp_emu._abi import REQ_GET_DEVICE_ID, RT_CLASS_IN, USB_CLASS_PRINTER
 from usblp_emu._core._descriptors import AltSetting, Completion, DeviceDescriptor, TransferFailed
 from usblp_emu._errors import EmulatorUsageError
+from usblp_emu._usblp._ids import usblp_binds
 from usblp_emu._virtual._printer import VirtualPrinter
 
 __all__ = ["VirtualBackend"]
@@ -142,7 +144,6 @@ _TYPE_STANDARD, _TYPE_VENDOR = 0, 2
 _ENDPOINT_HALT = 0
 _SELF_POWERED = 0xC0  # bmAttributes: bit 7 reserved (set), bit 6 self-powered
 _MAX_POWER = 1  # bMaxPower, in 2 mA units: a printer powers itself
-_PRINTER_CLASS = 7
 
 
 def _error(code: int) -> usb.core.USBError:
@@ -332,13 +333,15 @@ def _string_bytes(descriptor: DeviceDescriptor, index: int) -> bytes | None:
     return bytes([2 + len(encoded), _DT_STRING]) + encoded
 
 
-def _usblp_binds(alts: tuple[AltSetting, ...]) -> bool:
-    """Whether usblp's id table (class 7, subclass 1, protocol 1-3) matches alt setting 0."""
+def _usblp_binds(descriptor: DeviceDescriptor, alts: tuple[AltSetting, ...]) -> bool:
+    """Whether usblp's id table matches this interface (its alt setting 0)."""
     first = next((a for a in alts if a.alternate == 0), alts[0])
-    return (
-        first.interface_class == _PRINTER_CLASS
-        and first.interface_subclass == 1
-        and first.interface_protocol in (1, 2, 3)
+    return usblp_binds(
+        descriptor.vendor_id,
+        descriptor.product_id,
+        first.interface_class,
+        first.interface_subclass,
+        first.interface_protocol,
     )
 
 
@@ -528,7 +531,11 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
         """The interfaces usblp binds to when the configuration is set."""
         if not self._kernel_driver:
             return set()
-        return {alts[0].number for alts in descriptor.interfaces if alts and _usblp_binds(alts)}
+        return {
+            alts[0].number
+            for alts in descriptor.interfaces
+            if alts and _usblp_binds(descriptor, alts)
+        }
 
     def _kicker(self, device: _Device) -> Callable[[], None]:
         def kick() -> None:
@@ -968,12 +975,12 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
         """Do what usbfs' check_ctrlrecip does: may this handle address the recipient."""
         if (request_type >> 5) & 3 == _TYPE_VENDOR:
             return True
-        if request_type == 0xA1 and request == 0:
+        if request_type == RT_CLASS_IN and request == REQ_GET_DEVICE_ID:
             # The kernel lets GET_DEVICE_ID through to a printer-class alt setting unclaimed
             # (ink levels are read this way while usblp owns the printer).
             alts = device.alts_of(index >> 8) or ()
             if any(
-                a.alternate == index & 0xFF and a.interface_class == _PRINTER_CLASS for a in alts
+                a.alternate == index & 0xFF and a.interface_class == USB_CLASS_PRINTER for a in alts
             ):
                 return True
         recipient = request_type & 0x1F

@@ -19,6 +19,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hazard import Lock, sleep
+from usblp_emu._abi import (
+    PRINTER_PROTOCOLS,
+    REQ_GET_DEVICE_ID,
+    REQ_GET_PORT_STATUS,
+    REQ_HP_CHANNEL_CHANGE_REQUEST,
+    REQ_SOFT_RESET,
+    RT_CLASS_IN,
+    RT_CLASS_OUT,
+    RT_SOFT_RESET_USBLP,
+    USB_CLASS_PRINTER,
+    USB_DIR_IN,
+    USB_RECIP_INTERFACE,
+    USB_SUBCLASS_PRINTER,
+    USB_TYPE_VENDOR,
+)
 from usblp_emu._core._descriptors import (
     AltSetting,
     Completion,
@@ -36,10 +51,11 @@ _OUT_EP = 0x01
 _IN_EP = 0x82
 
 # Requests a printer answers (bmRequestType, bRequest).
-_GET_DEVICE_ID = (0xA1, 0)
-_GET_PORT_STATUS = (0xA1, 1)
-_SOFT_RESET = {(0x23, 2), (0x21, 2)}  # usblp sends 0x23; the class spec says 0x21
-_HP_CHANNEL = (0xC1, 0)
+_GET_DEVICE_ID = (RT_CLASS_IN, REQ_GET_DEVICE_ID)
+_GET_PORT_STATUS = (RT_CLASS_IN, REQ_GET_PORT_STATUS)
+# usblp sends 0x23; the class spec says 0x21
+_SOFT_RESET = {(RT_SOFT_RESET_USBLP, REQ_SOFT_RESET), (RT_CLASS_OUT, REQ_SOFT_RESET)}
+_HP_CHANNEL = (USB_DIR_IN | USB_TYPE_VENDOR | USB_RECIP_INTERFACE, REQ_HP_CHANNEL_CHANGE_REQUEST)
 
 
 class Fault(enum.Enum):
@@ -98,14 +114,14 @@ class VirtualPrinter:
         serial: str = "VP0001",
         manufacturer: str = "Acme",
         product: str = "Laser 1",
-        interface_class: int = 7,
+        interface_class: int = USB_CLASS_PRINTER,
         bytes_per_second: float | None = None,
         latency: float = 0.0,
         resume_latency: float = 0.0,
     ) -> None:
         if protocols is None:
             protocols = (1, 2) if bidirectional else (1,)
-        if not protocols or any(p not in (1, 2, 3) for p in protocols):
+        if not protocols or any(p not in PRINTER_PROTOCOLS for p in protocols):
             raise EmulatorUsageError(
                 f"protocols must be a non-empty tuple of 1, 2, 3; got {protocols!r}"
             )
@@ -125,7 +141,7 @@ class VirtualPrinter:
                 number=0,
                 alternate=i,
                 interface_class=interface_class,
-                interface_subclass=1,
+                interface_subclass=USB_SUBCLASS_PRINTER,
                 interface_protocol=p,
                 endpoints=(Endpoint(_OUT_EP),) if p == 1 else (Endpoint(_OUT_EP), Endpoint(_IN_EP)),
             )

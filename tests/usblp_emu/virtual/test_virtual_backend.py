@@ -16,11 +16,12 @@ from usb.backend import libusb1
 
 from hazard.testing import Deadlock, explore, spawn
 from usblp_emu import EmulatorUsageError, VirtualPrinter, encode_device_id
+from usblp_emu._abi import REQ_GET_DEVICE_ID, REQ_GET_PORT_STATUS, REQ_SOFT_RESET
 from usblp_emu._pyusb._transport import find_printers
 from usblp_emu._virtual._backend import _LIBUSB, VirtualBackend
 
 OUT, IN = 0x01, 0x82
-GET_DEVICE_ID, GET_PORT_STATUS, SOFT_RESET = 0, 1, 2
+GET_DEVICE_ID, GET_PORT_STATUS, SOFT_RESET = REQ_GET_DEVICE_ID, REQ_GET_PORT_STATUS, REQ_SOFT_RESET
 ID_TEXT = "MFG:Acme;MDL:Laser 1;CMD:PCL,PJL;CLS:PRINTER;"
 
 # (libusb code, errno) of what libusb1's backend raises.

@@ -18,11 +18,12 @@ from usblp_emu import (
     VirtualPrinter,
     encode_device_id,
 )
+from usblp_emu._abi import REQ_GET_DEVICE_ID, REQ_GET_PORT_STATUS, RT_CLASS_IN
 from usblp_emu._core._descriptors import Completion, TransferFailed
 
 OUT, IN = 0x01, 0x82  # the printer's bulk endpoints
-GET_DEVICE_ID = (0xA1, 0)
-GET_PORT_STATUS = (0xA1, 1)
+GET_DEVICE_ID = (RT_CLASS_IN, REQ_GET_DEVICE_ID)
+GET_PORT_STATUS = (RT_CLASS_IN, REQ_GET_PORT_STATUS)
 
 
 @pytest.fixture
