@@ -435,7 +435,8 @@ class UsblpDriver:
 
     # -- URB completions ----------------------------------------------------------------------
 
-    def _bulk_read_complete(self, urb: Urb) -> None:
+    def bulk_read(self, urb: Urb) -> None:
+        """usblp_bulk_read(): the read URB's completion: record the result, wake the reader."""
         usblp = urb.context
         assert isinstance(usblp, Usblp)
         status = urb.status
@@ -447,7 +448,8 @@ class UsblpDriver:
             usblp.rwait.notify_all()
         free_urb(self.heap, urb)
 
-    def _bulk_write_complete(self, urb: Urb) -> None:
+    def bulk_write(self, urb: Urb) -> None:
+        """usblp_bulk_write(): the write URB's completion: record the result, wake the writer."""
         usblp = urb.context
         assert isinstance(usblp, Usblp)
         status = urb.status
@@ -472,7 +474,7 @@ class UsblpDriver:
             epread.address,
             usblp.readbuf,
             BUF_SIZE_IN,
-            self._bulk_read_complete,
+            self.bulk_read,
             usblp,
         )
         anchor_urb(urb, usblp.urbs)
@@ -587,7 +589,7 @@ class UsblpDriver:
                     epwrite.address,
                     writebuf,
                     transfer_length,
-                    self._bulk_write_complete,
+                    self.bulk_write,
                     usblp,
                     free_buffer=True,
                 )
