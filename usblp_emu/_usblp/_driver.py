@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING
 
 from hazard import AtomicInt, Buffer, Condition, Heap, HeapObject, Lock, Refcount
 from usblp_emu._abi import (
+    IOC_NONE,
+    IOC_READ,
+    IOC_WRITE,
     IOCNR_GET_BUS_ADDRESS,
     IOCNR_GET_DEVICE_ID,
     IOCNR_GET_PROTOCOLS,
@@ -642,86 +645,87 @@ class UsblpDriver:
         return ret
 
     def ioctl(self, usblp: Usblp, cmd: int, arg: int) -> object:
-        """usblp_ioctl(): the command's result, or a negative errno (an int < 0)."""
+        """usblp_ioctl(): the command's result, or a negative errno (an int < 0).
+
+        One dispatch over usblp.c's two switches (:data:`_IOCTLS`): new-style commands (type
+        'P') by their number, EINVAL unless the direction (and for two ints the size) is the
+        command's; old-style ``<linux/lp.h>`` ones by value; ENOTTY for anything else.
+        """
         with usblp.mut:
             if not usblp.present.load():
                 return -errno.ENODEV
-            if ioc_type(cmd) == ord("P"):
-                return self._ioctl_new(usblp, cmd, arg)
-            if cmd == LPGETSTATUS:
-                if self.read_status(usblp) < 0:
-                    self._info(f"usblp{usblp.minor}: failed reading printer status")
-                    return -errno.EIO
-                assert usblp.statusbuf is not None
-                return usblp.statusbuf.read(0, 1)[0]
-            if cmd == LPABORT:
-                if arg:
-                    self._update_flags(usblp, LP_ABORT, 0)
-                else:
-                    self._update_flags(usblp, 0, LP_ABORT)
-                return 0
-            return -errno.ENOTTY
+            new_style = ioc_type(cmd) == ord("P")
+            ioctl = _IOCTLS.get(("P", ioc_nr(cmd)) if new_style else ("lp", cmd))
+            if ioctl is None:
+                return -errno.ENOTTY
+            if new_style and (ioc_dir(cmd) != ioctl.direction or ioc_size(cmd) < ioctl.min_size):
+                return -errno.EINVAL
+            return ioctl.handler(self, usblp, ioc_size(cmd), arg)
 
-    def _ioctl_new(self, usblp: Usblp, cmd: int, arg: int) -> object:  # noqa: PLR0911, PLR0912 - one case per command, as in the kernel's switch
-        nr, direction, size = ioc_nr(cmd), ioc_dir(cmd), ioc_size(cmd)
-        read, write, none = 2, 1, 0
-        if nr == IOCNR_GET_DEVICE_ID:
-            if direction != read:
-                return -errno.EINVAL
-            length = self.cache_device_id_string(usblp)
-            if length < 0:
-                return length
-            assert usblp.device_id_string is not None
-            return usblp.device_id_string.read(0, min(length, size))
-        if nr in (IOCNR_GET_PROTOCOLS, IOCNR_GET_BUS_ADDRESS, IOCNR_GET_VID_PID):
-            if direction != read or size < 8:
-                return -errno.EINVAL
-            if nr == IOCNR_GET_PROTOCOLS:
-                mask = 0
-                for i in range(FIRST_PROTOCOL, LAST_PROTOCOL + 1):
-                    if usblp.protocol[i].alt_setting >= 0:
-                        mask |= 1 << i
-                return (usblp.current_protocol, mask)
-            if nr == IOCNR_GET_BUS_ADDRESS:
-                return (usblp.dev.busnum, usblp.dev.devnum)
-            d = usblp.dev.descriptor
-            return (d.vendor_id, d.product_id)
-        if nr == IOCNR_SET_PROTOCOL:
-            if direction != write:
-                return -errno.EINVAL
-            self.unlink_urbs(usblp)
-            retval = self.set_protocol(usblp, arg)
-            if retval < 0:
-                self.set_protocol(usblp, usblp.current_protocol)
-            return retval
-        if nr == IOCNR_HP_SET_CHANNEL:
-            if (
-                direction != write
-                or usblp.dev.descriptor.vendor_id != 0x03F0
-                or usblp.quirks & QUIRK_BIDIR
-            ):
-                return -errno.EINVAL
-            result = self._ctrl_msg(
-                usblp,
-                REQ_HP_CHANNEL_CHANGE_REQUEST,
-                USB_TYPE_VENDOR,
-                USB_DIR_IN,
-                USB_RECIP_INTERFACE,
-                arg,
-                1,
-            )
-            if isinstance(result, int):
-                self._info(f"usblp{usblp.minor}: error = {result} setting HP channel")
-                return -errno.EIO
-            return 0
-        if nr == IOCNR_SOFT_RESET:
-            if direction != none:
-                return -errno.EINVAL
-            result = self._ctrl_msg(
-                usblp, REQ_SOFT_RESET, USB_TYPE_CLASS, USB_DIR_OUT, USB_RECIP_OTHER, 0, 0
-            )
-            return result if isinstance(result, int) else 0
-        return -errno.ENOTTY
+    def _ioctl_get_device_id(self, usblp: Usblp, size: int, arg: int) -> object:
+        length = self.cache_device_id_string(usblp)
+        if length < 0:
+            return length
+        assert usblp.device_id_string is not None
+        return usblp.device_id_string.read(0, min(length, size))  # truncated to the buffer
+
+    def _ioctl_get_protocols(self, usblp: Usblp, size: int, arg: int) -> object:
+        mask = 0
+        for i in range(FIRST_PROTOCOL, LAST_PROTOCOL + 1):
+            if usblp.protocol[i].alt_setting >= 0:
+                mask |= 1 << i
+        return (usblp.current_protocol, mask)
+
+    def _ioctl_set_protocol(self, usblp: Usblp, size: int, arg: int) -> object:
+        self.unlink_urbs(usblp)
+        retval = self.set_protocol(usblp, arg)
+        if retval < 0:
+            self.set_protocol(usblp, usblp.current_protocol)
+        return retval
+
+    def _ioctl_hp_set_channel(self, usblp: Usblp, size: int, arg: int) -> object:
+        if usblp.dev.descriptor.vendor_id != 0x03F0 or usblp.quirks & QUIRK_BIDIR:
+            return -errno.EINVAL
+        result = self._ctrl_msg(
+            usblp,
+            REQ_HP_CHANNEL_CHANGE_REQUEST,
+            USB_TYPE_VENDOR,
+            USB_DIR_IN,
+            USB_RECIP_INTERFACE,
+            arg,
+            1,
+        )
+        if isinstance(result, int):
+            self._info(f"usblp{usblp.minor}: error = {result} setting HP channel")
+            return -errno.EIO
+        return 0
+
+    def _ioctl_get_bus_address(self, usblp: Usblp, size: int, arg: int) -> object:
+        return (usblp.dev.busnum, usblp.dev.devnum)
+
+    def _ioctl_get_vid_pid(self, usblp: Usblp, size: int, arg: int) -> object:
+        d = usblp.dev.descriptor
+        return (d.vendor_id, d.product_id)
+
+    def _ioctl_soft_reset(self, usblp: Usblp, size: int, arg: int) -> object:
+        result = self._ctrl_msg(
+            usblp, REQ_SOFT_RESET, USB_TYPE_CLASS, USB_DIR_OUT, USB_RECIP_OTHER, 0, 0
+        )
+        return result if isinstance(result, int) else 0
+
+    def _ioctl_lpgetstatus(self, usblp: Usblp, size: int, arg: int) -> object:
+        if self.read_status(usblp) < 0:
+            self._info(f"usblp{usblp.minor}: failed reading printer status")
+            return -errno.EIO
+        assert usblp.statusbuf is not None
+        return usblp.statusbuf.read(0, 1)[0]
+
+    def _ioctl_lpabort(self, usblp: Usblp, size: int, arg: int) -> object:
+        if arg:
+            self._update_flags(usblp, LP_ABORT, 0)
+        else:
+            self._update_flags(usblp, 0, LP_ABORT)
+        return 0
 
     @staticmethod
     def _update_flags(usblp: Usblp, set_bits: int, clear_bits: int) -> None:
@@ -732,3 +736,28 @@ class UsblpDriver:
     def clear_abort(self, usblp: Usblp) -> None:
         """Release's first step: ``usblp->flags &= ~LP_ABORT``."""
         self._update_flags(usblp, 0, LP_ABORT)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ioctl:
+    """One case of usblp_ioctl()'s switch."""
+
+    handler: Callable[[UsblpDriver, Usblp, int, int], object]  # (driver, usblp, size, arg)
+    direction: int = IOC_NONE  # new-style: the _IOC direction the command must have
+    min_size: int = 0  # new-style: the smallest buffer it accepts
+
+
+_TWO_INTS = 8  # sizeof(twoints)
+
+# ("P", nr) for the new-style commands, ("lp", cmd) for the old-style ones.
+_IOCTLS: dict[tuple[str, int], _Ioctl] = {
+    ("P", IOCNR_GET_DEVICE_ID): _Ioctl(UsblpDriver._ioctl_get_device_id, IOC_READ),
+    ("P", IOCNR_GET_PROTOCOLS): _Ioctl(UsblpDriver._ioctl_get_protocols, IOC_READ, _TWO_INTS),
+    ("P", IOCNR_SET_PROTOCOL): _Ioctl(UsblpDriver._ioctl_set_protocol, IOC_WRITE),
+    ("P", IOCNR_HP_SET_CHANNEL): _Ioctl(UsblpDriver._ioctl_hp_set_channel, IOC_WRITE),
+    ("P", IOCNR_GET_BUS_ADDRESS): _Ioctl(UsblpDriver._ioctl_get_bus_address, IOC_READ, _TWO_INTS),
+    ("P", IOCNR_GET_VID_PID): _Ioctl(UsblpDriver._ioctl_get_vid_pid, IOC_READ, _TWO_INTS),
+    ("P", IOCNR_SOFT_RESET): _Ioctl(UsblpDriver._ioctl_soft_reset, IOC_NONE),
+    ("lp", LPGETSTATUS): _Ioctl(UsblpDriver._ioctl_lpgetstatus),
+    ("lp", LPABORT): _Ioctl(UsblpDriver._ioctl_lpabort),
+}
