@@ -10,6 +10,13 @@ Rules and invariants:
 - Release clears ``used`` only after killing its URBs, so a new open's read URB is never
   killed by the previous file's release (window R4).
 - No global lock anywhere in open, release or disconnect.
+
+Lock order: the core's ``minor_rwsem`` (read, around open) -> the device's runtime PM lock;
+disconnect takes ``usblp.mut`` -> ``usblp.lock`` (then the anchor's and host controller's
+locks, killing URBs) after the core dropped ``minor_rwsem``. A reader's protection (an RCU read
+section, a hazard pointer) covers the lookup and the ``refcount_inc_not_zero`` only, never a
+lock; every put runs with no lock held, so the free it may do (after a grace period or a
+hazard-pointer scan) waits for no lock holder.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Refcount first field, hazard-pointer lookup (protect + ``refcount_inc_not_zero``), exclusive
 open by compare-and-exchange, every open file holding its own reference, and the last put
 frees after a hazard-pointer scan.
+
+Lock order: as ``_counted`` says; the hazard-pointer scan of the last put takes no lock but
+the domain's own.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ end of open (the open file holds none); release drops a reference only when ``!p
 disconnect, when ``!used``, clears intfdata, waits for hazard pointers and drops the initial
 reference. ``used`` and ``present`` are read and written by open, release and disconnect with
 no common lock: windows R1 (who frees) and R5 (two opens both win) are open again.
+
+Lock order: the core's ``minor_rwsem`` (read, around open) -> the device's runtime PM lock;
+disconnect: ``usblp.mut`` -> ``usblp.lock``, then the URB locks; its ``synchronize`` and the
+put that frees run with no lock held. Nothing orders open, release and disconnect.
 """
 
 from __future__ import annotations

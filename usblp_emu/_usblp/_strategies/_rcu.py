@@ -1,4 +1,7 @@
-"""``rcu``: RCU lookup + ``refcount_inc_not_zero``; the last put frees via ``call_rcu``."""
+"""``rcu``: RCU lookup + ``refcount_inc_not_zero``; the last put frees via ``call_rcu``.
+
+Lock order: as ``_counted`` says; the free runs on RCU's callback thread, holding no lock.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,12 @@
 
 One global ``usblp_mutex`` orders open, release and disconnect, so ``used`` and ``present``
 decide who frees the struct.
+
+Lock order: the core's ``minor_rwsem`` (read, around open; disconnect's deregistration takes
+it for writing and drops it before) -> ``usblp_mutex`` -> the device's runtime PM lock (open's
+resume, release's put); ``usblp_mutex`` -> ``usblp.mut`` -> ``usblp.lock`` (disconnect), and
+the URB anchor's and host controller's locks innermost (the kill of the URBs). Cleanup frees
+under ``usblp_mutex``.
 """
 
 from __future__ import annotations

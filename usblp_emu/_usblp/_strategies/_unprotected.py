@@ -2,6 +2,9 @@
 
 The negative control: the same paths as ``static-mutex`` with the global mutex removed and
 nothing in its place, so the explorer must find its use-after-frees and double frees.
+
+Lock order: ``static-mutex``'s, with ``usblp_mutex`` a no-op: ``minor_rwsem`` (read, around
+open) -> the runtime PM lock; ``usblp.mut`` -> ``usblp.lock`` in disconnect.
 """
 
 from __future__ import annotations
