@@ -15,7 +15,6 @@ Rules:
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 from collections.abc import Callable
 from importlib import metadata
@@ -24,6 +23,8 @@ from typing import cast
 import usb.core
 from rich.console import Console
 
+from usblp_emu._bench import add_arguments as add_bench_arguments
+from usblp_emu._bench import run as run_bench
 from usblp_emu._cli._common import (
     EXIT_RULE,
     PLAIN_WIDTH,
@@ -83,24 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_bench(sub: SubParsers) -> None:
-    # Imported at parser build time so bench's options show in its --help; a missing or broken
-    # module must not take stress and explore down with it.
-    try:
-        bench = importlib.import_module("usblp_emu._bench")
-    except ImportError as exc:
-        reason = "" if exc.name == "usblp_emu._bench" else f": {exc}"
-        # No option prefix: whatever follows "bench" is swallowed, so the one line says why.
-        p = sub.add_parser(
-            "bench", help="benchmarks (not available)", add_help=False, prefix_chars="\0"
-        )
-        p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
-        p.set_defaults(handler=lambda args, out, err: fail(f"bench is not available{reason}"))
-        return
-    add_arguments = cast(Callable[[argparse.ArgumentParser], None], bench.add_arguments)
-    run = cast(Callable[[argparse.Namespace, Console], int], bench.run)
     p = sub.add_parser("bench", help="benchmarks of the lifetime strategies")
-    add_arguments(p)
-    p.set_defaults(handler=lambda args, out, err: run(args, out))
+    add_bench_arguments(p)
+    p.set_defaults(handler=lambda args, out, err: run_bench(args, out))
 
 
 # -- entry point ---------------------------------------------------------------------------------

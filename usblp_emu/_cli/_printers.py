@@ -152,16 +152,6 @@ def read_device_id(printer: PyusbPrinter) -> tuple[DeviceId | None, str | None]:
         return None, problem_text(exc)
 
 
-def _protocols(printer: PyusbPrinter) -> str:
-    return ",".join(str(p) for p in sorted({i.protocol for i in printer.interfaces}))
-
-
-def _id_summary(device_id: DeviceId | None, problem: str | None) -> str:
-    if device_id is None:
-        return f"(unreadable: {problem})"
-    return device_id.text
-
-
 # -- list -----------------------------------------------------------------------------------------
 
 

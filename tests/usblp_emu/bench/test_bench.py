@@ -281,9 +281,9 @@ def test_unwritable_plot_prints_the_results_then_one_line_and_exit_2(capsys, tmp
     assert err.count("\n") == 1 and "--plot" in err, err
 
 
-def test_script_reports_a_bad_option_in_one_line():
+def test_the_command_reports_a_bad_option_in_one_line():
     done = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "bench_usblp.py"), "--seconds", "-1"],
+        [sys.executable, "-m", "usblp_emu", "bench", "--seconds", "-1"],
         capture_output=True,
         text=True,
         timeout=60,

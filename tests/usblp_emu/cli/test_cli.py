@@ -363,14 +363,6 @@ def test_a_token_that_does_not_fit_is_one_line_and_exit_2(capsys):
     assert "does not fit plain under hazard" in err
 
 
-def test_bench_without_its_module_is_one_line_and_exit_2(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "usblp_emu._bench", None)  # import fails: not available
-    status, out, err = run(capsys, "bench", "--anything")
-    assert status == 2
-    assert out == ""
-    assert err == "usblp-emu: error: bench is not available\n"
-
-
 # -- explore -------------------------------------------------------------------------------------
 
 

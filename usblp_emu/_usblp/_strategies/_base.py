@@ -17,12 +17,10 @@ class Strategy(ABC):
 
     Attributes:
         name: the strategy's public name.
-        summary: one line on what it guarantees.
 
     """
 
     name: ClassVar[str]
-    summary: ClassVar[str]
 
     def __init__(self, driver: UsblpDriver) -> None:
         self.driver = driver

@@ -25,7 +25,6 @@ class HazardStrategy(CountedStrategy):
     """Hazard pointers + refcount; see ``_counted`` for the rules."""
 
     name = "hazard"
-    summary = "hazard-pointer lookup + refcount; every file holds a reference; no global lock"
 
     def __init__(self, driver: UsblpDriver) -> None:
         super().__init__(driver)

@@ -33,7 +33,6 @@ class HazardPrototypeStrategy(Strategy):
     """The posted prototype, faithfully."""
 
     name = "hazard-prototype"
-    summary = "the conversion as posted: no global lock, open files hold no reference"
 
     def __init__(self, driver: UsblpDriver) -> None:
         super().__init__(driver)

@@ -20,7 +20,6 @@ class RcuStrategy(CountedStrategy):
     """RCU + refcount; see ``_counted`` for the rules."""
 
     name = "rcu"
-    summary = "RCU lookup + refcount_inc_not_zero; the last put frees after a grace period"
 
     def __init__(self, driver: UsblpDriver) -> None:
         super().__init__(driver)

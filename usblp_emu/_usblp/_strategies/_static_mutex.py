@@ -30,7 +30,6 @@ class StaticMutexStrategy(Strategy):
     """Mainline: ``static DEFINE_MUTEX(usblp_mutex); /* locks the existence of usblp's */``."""
 
     name = "static-mutex"
-    summary = "mainline: one global mutex orders open, release and disconnect"
 
     def __init__(self, driver: UsblpDriver) -> None:
         super().__init__(driver)

@@ -24,7 +24,6 @@ class UnprotectedStrategy(StaticMutexStrategy):
     """Mainline's paths with ``usblp_mutex`` taken away."""
 
     name = "unprotected"
-    summary = "no existence guarantee (negative control)"
 
     def __init__(self, driver: UsblpDriver) -> None:
         super().__init__(driver)
