@@ -61,9 +61,13 @@ class Host:
         self.strategy = strategy
         self.heap = heap if heap is not None else Heap(f"usblp-emu[{strategy}]")
         self.errors: list[BaseException] = []  # completion-handler errors the controller saw
-        self.core = UsbCore(self.heap, minor_rwsem=minor_rwsem, errors=self.errors)
-        self.driver = UsblpDriver(self.core, cls, proto_bias)
-        self.core.driver = self.driver
+        self.core: UsbCore[UsblpDriver] = UsbCore(
+            self.heap,
+            lambda core: UsblpDriver(core, cls, proto_bias),
+            minor_rwsem=minor_rwsem,
+            errors=self.errors,
+        )
+        self.driver = self.core.driver
         self._hub = Lock("hub")
         self._plugged: dict[int, tuple[DeviceModel, UsbDev]] = {}  # guarded by _hub
         self._closed = False  # guarded by _hub

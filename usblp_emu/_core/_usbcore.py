@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import errno
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
 
 from hazard import AtomicRef, Heap, HeapObject, Lock, Refcount, RwSemaphore, _checkpoint
 from usblp_emu._core._descriptors import AltSetting, DeviceModel, TransferFailed
@@ -88,18 +89,28 @@ class Interface(HeapObject):
         self.pm_usage = 0  # guarded by dev.pm_lock
 
 
-class UsbCore:
-    """One bus: devices, the minor table, transfers through a host controller.
+DriverT = TypeVar("DriverT", bound=UsbDriver)
+
+
+class UsbCore(Generic[DriverT]):
+    """One bus: devices, the minor table, transfers through a host controller, one driver.
 
     Args:
         heap: where interfaces and URBs live.
+        driver: builds the bus's driver from the core (the driver needs the core's heap and
+            host controller; the core calls the driver on every probe, open and unplug).
         minor_rwsem: hold ``minor_rwsem`` across open and in deregistration (the kernel's
             backstop); False to see what the driver alone guarantees.
 
     """
 
     def __init__(
-        self, heap: Heap, *, minor_rwsem: bool = True, errors: list[BaseException]
+        self,
+        heap: Heap,
+        driver: Callable[[UsbCore[DriverT]], DriverT],
+        *,
+        minor_rwsem: bool = True,
+        errors: list[BaseException],
     ) -> None:
         self.heap = heap
         self.use_minor_rwsem = minor_rwsem
@@ -108,10 +119,10 @@ class UsbCore:
         self._minor_owner: list[Interface | None] = [None] * MINORS  # guarded by _minor_lock
         self._minor_lock = Lock("usb_minors")
         self.hcd = HostController(heap, errors)
-        self.driver: UsbDriver | None = None
         self._next_devnum = 2  # devnum 1 is the root hub; written by the hub thread only
         self.busnum = 1
         self.disconnect_settle = DISCONNECT_SETTLE
+        self.driver: DriverT = driver(self)  # last: it may use everything above
 
     # -- enumeration -------------------------------------------------------------------------
 
@@ -123,7 +134,7 @@ class UsbCore:
         for number, alts in enumerate(model.descriptor.interfaces):
             dev.interfaces.append(self.heap.alloc(Interface, dev, number, alts))
         for intf in dev.interfaces:
-            if self.driver is not None and self.driver.probe(intf) == 0:
+            if self.driver.probe(intf) == 0:
                 intf.bound = True
         return dev
 
@@ -138,7 +149,7 @@ class UsbCore:
             # ``present`` (ENODEV). Real time only: the explorer tries both orders anyway.
             time.sleep(self.disconnect_settle)
         for intf in dev.interfaces:
-            if intf.bound and self.driver is not None:
+            if intf.bound:
                 self.driver.disconnect(intf)
                 intf.bound = False
         for intf in dev.interfaces:
@@ -205,7 +216,7 @@ class UsbCore:
         if self.use_minor_rwsem:
             self.minor_rwsem.down_read()
         try:
-            if self.minors[minor].load() is None or self.driver is None:
+            if self.minors[minor].load() is None:
                 return -errno.ENODEV
             return self.driver.open(minor)
         finally:
@@ -224,7 +235,7 @@ class UsbCore:
             if dev.suspended:
                 dev.model.resume()
                 dev.suspended = False
-                if intf.bound and self.driver is not None:
+                if intf.bound:
                     self.driver.resume(intf)
         return 0
 
@@ -234,7 +245,7 @@ class UsbCore:
         with dev.pm_lock:
             intf.pm_usage -= 1
             if intf.pm_usage == 0 and not dev.suspended and self.hcd.is_attached(dev.hcd_device):
-                if intf.bound and self.driver is not None:
+                if intf.bound:
                     self.driver.suspend(intf)
                 dev.model.suspend()
                 dev.suspended = True
@@ -245,7 +256,7 @@ class UsbCore:
             if dev.suspended:
                 return
             for intf in dev.interfaces:
-                if intf.bound and self.driver is not None:
+                if intf.bound:
                     self.driver.suspend(intf)
             dev.model.suspend()
             dev.suspended = True
@@ -258,7 +269,7 @@ class UsbCore:
             dev.model.resume()
             dev.suspended = False
             for intf in dev.interfaces:
-                if intf.bound and self.driver is not None:
+                if intf.bound:
                     self.driver.resume(intf)
 
     # -- transfers ---------------------------------------------------------------------------

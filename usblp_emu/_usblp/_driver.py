@@ -154,7 +154,7 @@ class UsblpDriver:
     """
 
     def __init__(
-        self, core: UsbCore, strategy: type[Strategy], proto_bias: int | None = None
+        self, core: UsbCore[UsblpDriver], strategy: type[Strategy], proto_bias: int | None = None
     ) -> None:
         self.core = core
         self.heap: Heap = core.heap
