@@ -59,7 +59,6 @@ Concurrency rules and invariants:
 from __future__ import annotations
 
 import errno
-import struct
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -74,263 +73,45 @@ from usblp_emu._abi import REQ_GET_DEVICE_ID, RT_CLASS_IN, USB_CLASS_PRINTER
 from usblp_emu._core._descriptors import AltSetting, Completion, DeviceDescriptor, TransferFailed
 from usblp_emu._errors import EmulatorUsageError
 from usblp_emu._usblp._ids import usblp_binds
+from usblp_emu._virtual._libusb_errors import (
+    LIBUSB_ERROR_BUSY,
+    LIBUSB_ERROR_INVALID_PARAM,
+    LIBUSB_ERROR_IO,
+    LIBUSB_ERROR_NO_DEVICE,
+    LIBUSB_ERROR_NOT_FOUND,
+    LIBUSB_ERROR_OTHER,
+    LIBUSB_ERROR_OVERFLOW,
+    LIBUSB_ERROR_TIMEOUT,
+    code_for_errno,
+    usb_error,
+)
 from usblp_emu._virtual._printer import VirtualPrinter
+from usblp_emu._virtual._pyusb_descriptors import (
+    DT_CONFIG,
+    DT_DEVICE,
+    DT_STRING,
+    ConfigFields,
+    DeviceFields,
+    EndpointFields,
+    InterfaceFields,
+    config_bytes,
+    config_fields,
+    device_bytes,
+    string_bytes,
+    string_table,
+)
 
 __all__ = ["VirtualBackend"]
-
-# libusb error codes (libusb.h), as pyusb's libusb1 backend raises them.
-LIBUSB_ERROR_IO = -1
-LIBUSB_ERROR_INVALID_PARAM = -2
-LIBUSB_ERROR_ACCESS = -3
-LIBUSB_ERROR_NO_DEVICE = -4
-LIBUSB_ERROR_NOT_FOUND = -5
-LIBUSB_ERROR_BUSY = -6
-LIBUSB_ERROR_TIMEOUT = -7
-LIBUSB_ERROR_OVERFLOW = -8
-LIBUSB_ERROR_PIPE = -9
-LIBUSB_ERROR_INTERRUPTED = -10
-LIBUSB_ERROR_NO_MEM = -11
-LIBUSB_ERROR_OTHER = -99
-
-# code -> (message, errno): pyusb's ``_str_error_map`` and ``_libusb_errno``, copied so that
-# importing them (private names) cannot break; a test checks the copies still agree.
-_LIBUSB: dict[int, tuple[str, int | None]] = {
-    LIBUSB_ERROR_IO: ("Input/output error", errno.EIO),
-    LIBUSB_ERROR_INVALID_PARAM: ("Invalid parameter", errno.EINVAL),
-    LIBUSB_ERROR_ACCESS: ("Access denied (insufficient permissions)", errno.EACCES),
-    LIBUSB_ERROR_NO_DEVICE: ("No such device (it may have been disconnected)", errno.ENODEV),
-    LIBUSB_ERROR_NOT_FOUND: ("Entity not found", errno.ENOENT),
-    LIBUSB_ERROR_BUSY: ("Resource busy", errno.EBUSY),
-    LIBUSB_ERROR_TIMEOUT: ("Operation timed out", errno.ETIMEDOUT),
-    LIBUSB_ERROR_OVERFLOW: ("Overflow", errno.EOVERFLOW),
-    LIBUSB_ERROR_PIPE: ("Pipe error", errno.EPIPE),
-    LIBUSB_ERROR_INTERRUPTED: ("System call interrupted (perhaps due to signal)", errno.EINTR),
-    LIBUSB_ERROR_NO_MEM: ("Insufficient memory", errno.ENOMEM),
-    LIBUSB_ERROR_OTHER: ("Unknown error", None),
-}
-
-# A kernel errno (a URB status or an ioctl failure) -> the libusb code Linux libusb reports.
-# Anything else is LIBUSB_ERROR_IO, libusb's catch-all for a failed transfer.
-_FROM_ERRNO = {
-    errno.EIO: LIBUSB_ERROR_IO,
-    errno.EPROTO: LIBUSB_ERROR_IO,  # a protocol error on the wire: LIBUSB_TRANSFER_ERROR
-    errno.EILSEQ: LIBUSB_ERROR_IO,
-    errno.EINVAL: LIBUSB_ERROR_INVALID_PARAM,
-    errno.EACCES: LIBUSB_ERROR_ACCESS,
-    errno.EPERM: LIBUSB_ERROR_ACCESS,
-    errno.ENODEV: LIBUSB_ERROR_NO_DEVICE,
-    errno.ESHUTDOWN: LIBUSB_ERROR_NO_DEVICE,  # the host controller killed it: device gone
-    errno.ENOENT: LIBUSB_ERROR_NOT_FOUND,
-    errno.EBUSY: LIBUSB_ERROR_BUSY,
-    errno.ETIMEDOUT: LIBUSB_ERROR_TIMEOUT,
-    errno.EOVERFLOW: LIBUSB_ERROR_OVERFLOW,
-    errno.EPIPE: LIBUSB_ERROR_PIPE,
-    errno.EINTR: LIBUSB_ERROR_INTERRUPTED,
-    errno.ENOMEM: LIBUSB_ERROR_NO_MEM,
-}
 
 BUS = 1
 _FIRST_ADDRESS, _LAST_ADDRESS = 2, 127  # 0 is the default address, 1 the root hub
 _MAX_INTERFACES = 32  # libusb's USB_MAXINTERFACES: larger numbers are INVALID_PARAM
-LIBUSB_SPEED_HIGH = 3  # 512-byte bulk packets: a high-speed device
-_LANGID_EN_US = 0x0409
-_STRING_MAX = 252  # UTF-16 bytes in a string descriptor (bLength is one byte, and even)
 
 # Standard requests (USB 2.0 table 9-4) and descriptor types.
 _GET_STATUS, _CLEAR_FEATURE, _GET_DESCRIPTOR, _GET_CONFIGURATION, _GET_INTERFACE = 0, 1, 6, 8, 10
-_DT_DEVICE, _DT_CONFIG, _DT_STRING, _DT_INTERFACE, _DT_ENDPOINT = 1, 2, 3, 4, 5
 _RECIPIENT_DEVICE, _RECIPIENT_INTERFACE, _RECIPIENT_ENDPOINT = 0, 1, 2
 _TYPE_STANDARD, _TYPE_VENDOR = 0, 2
 _ENDPOINT_HALT = 0
-_SELF_POWERED = 0xC0  # bmAttributes: bit 7 reserved (set), bit 6 self-powered
-_MAX_POWER = 1  # bMaxPower, in 2 mA units: a printer powers itself
-
-
-def _error(code: int) -> usb.core.USBError:
-    """The exception pyusb's libusb1 backend raises for libusb error ``code``."""
-    message, number = _LIBUSB[code]
-    cls = usb.core.USBTimeoutError if code == LIBUSB_ERROR_TIMEOUT else usb.core.USBError
-    return cls(message, code, number)
-
-
-def _code_for_errno(number: int) -> int:
-    return _FROM_ERRNO.get(number, LIBUSB_ERROR_IO)
-
-
-# -- descriptors -------------------------------------------------------------------------------
-# pyusb reads these objects' attributes: the libusb structure fields under their USB names, plus
-# what libusb1's backend adds (extra_descriptors; bus, address, ports and speed on the device).
-# Immutable, built once per plug.
-
-
-@dataclass(frozen=True, slots=True)
-class _EndpointFields:
-    bEndpointAddress: int
-    bmAttributes: int
-    wMaxPacketSize: int
-    bLength: int = 7
-    bDescriptorType: int = _DT_ENDPOINT
-    bInterval: int = 0
-    bRefresh: int = 0
-    bSynchAddress: int = 0
-    extra_descriptors: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class _InterfaceFields:
-    bInterfaceNumber: int
-    bAlternateSetting: int
-    bNumEndpoints: int
-    bInterfaceClass: int
-    bInterfaceSubClass: int
-    bInterfaceProtocol: int
-    endpoints: tuple[_EndpointFields, ...]
-    bLength: int = 9
-    bDescriptorType: int = _DT_INTERFACE
-    iInterface: int = 0
-    extra_descriptors: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class _ConfigFields:
-    wTotalLength: int
-    bNumInterfaces: int
-    interfaces: tuple[tuple[_InterfaceFields, ...], ...]
-    bLength: int = 9
-    bDescriptorType: int = _DT_CONFIG
-    bConfigurationValue: int = 1
-    iConfiguration: int = 0
-    bmAttributes: int = _SELF_POWERED
-    bMaxPower: int = _MAX_POWER
-    extra_descriptors: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class _DeviceFields:
-    idVendor: int
-    idProduct: int
-    iManufacturer: int
-    iProduct: int
-    iSerialNumber: int
-    bus: int
-    address: int
-    port_number: int
-    port_numbers: tuple[int, ...]
-    speed: int = LIBUSB_SPEED_HIGH
-    bLength: int = 18
-    bDescriptorType: int = _DT_DEVICE
-    bcdUSB: int = 0x0200
-    bDeviceClass: int = 0  # the class is per interface, as on most printers
-    bDeviceSubClass: int = 0
-    bDeviceProtocol: int = 0
-    bMaxPacketSize0: int = 64
-    bcdDevice: int = 0x0100
-    bNumConfigurations: int = 1
-
-
-def _strings(descriptor: DeviceDescriptor) -> tuple[str, str, str]:
-    """String descriptors 1, 2 and 3."""
-    return descriptor.manufacturer, descriptor.product, descriptor.serial
-
-
-def _config_fields(descriptor: DeviceDescriptor) -> _ConfigFields:
-    interfaces = tuple(
-        tuple(
-            _InterfaceFields(
-                bInterfaceNumber=alt.number,
-                bAlternateSetting=alt.alternate,
-                bNumEndpoints=len(alt.endpoints),
-                bInterfaceClass=alt.interface_class,
-                bInterfaceSubClass=alt.interface_subclass,
-                bInterfaceProtocol=alt.interface_protocol,
-                endpoints=tuple(
-                    _EndpointFields(ep.address, ep.attributes, ep.max_packet)
-                    for ep in alt.endpoints
-                ),
-            )
-            for alt in alts
-        )
-        for alts in descriptor.interfaces
-    )
-    # Measured on what GET_DESCRIPTOR sends, so the two can never disagree.
-    total = len(_config_bytes(interfaces))
-    return _ConfigFields(wTotalLength=total, bNumInterfaces=len(interfaces), interfaces=interfaces)
-
-
-def _config_bytes(interfaces: tuple[tuple[_InterfaceFields, ...], ...]) -> bytes:
-    body = b"".join(
-        struct.pack(
-            "<9B",
-            i.bLength,
-            i.bDescriptorType,
-            i.bInterfaceNumber,
-            i.bAlternateSetting,
-            i.bNumEndpoints,
-            i.bInterfaceClass,
-            i.bInterfaceSubClass,
-            i.bInterfaceProtocol,
-            i.iInterface,
-        )
-        + b"".join(
-            struct.pack(
-                "<4BHB",
-                e.bLength,
-                e.bDescriptorType,
-                e.bEndpointAddress,
-                e.bmAttributes,
-                e.wMaxPacketSize,
-                e.bInterval,
-            )
-            for e in i.endpoints
-        )
-        for alts in interfaces
-        for i in alts
-    )
-    header = struct.pack(
-        "<2BH5B",
-        9,
-        _DT_CONFIG,
-        9 + len(body),  # wTotalLength
-        len(interfaces),
-        1,  # bConfigurationValue
-        0,  # iConfiguration
-        _SELF_POWERED,
-        _MAX_POWER,
-    )
-    return header + body
-
-
-def _device_bytes(fields: _DeviceFields) -> bytes:
-    return struct.pack(
-        "<2BH4B3H4B",
-        fields.bLength,
-        fields.bDescriptorType,
-        fields.bcdUSB,
-        fields.bDeviceClass,
-        fields.bDeviceSubClass,
-        fields.bDeviceProtocol,
-        fields.bMaxPacketSize0,
-        fields.idVendor,
-        fields.idProduct,
-        fields.bcdDevice,
-        fields.iManufacturer,
-        fields.iProduct,
-        fields.iSerialNumber,
-        fields.bNumConfigurations,
-    )
-
-
-def _string_bytes(descriptor: DeviceDescriptor, index: int) -> bytes | None:
-    """String descriptor ``index`` (0: the LANGID table), or None: the device stalls."""
-    if index == 0:
-        return struct.pack("<2BH", 4, _DT_STRING, _LANGID_EN_US)
-    strings = _strings(descriptor)
-    if not 1 <= index <= len(strings) or not strings[index - 1]:
-        return None
-    encoded = strings[index - 1].encode("utf-16-le")[:_STRING_MAX]
-    if 0xD8 <= encoded[-1] <= 0xDB:
-        encoded = encoded[:-2]  # the cut split a surrogate pair: drop its first half
-    return bytes([2 + len(encoded), _DT_STRING]) + encoded
 
 
 def _usblp_binds(descriptor: DeviceDescriptor, alts: tuple[AltSetting, ...]) -> bool:
@@ -358,8 +139,8 @@ class _Device:
 
     printer: VirtualPrinter
     descriptor: DeviceDescriptor
-    fields: _DeviceFields
-    config: _ConfigFields
+    fields: DeviceFields
+    config: ConfigFields
     device_blob: bytes
     config_blob: bytes
     cond: Condition  # over the backend's lock: kicks and unplug wake blocked transfers
@@ -440,7 +221,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
                 f"first_unplug_error must be a positive errno, not {first_unplug_error!r}"
             )
         self._kernel_driver = kernel_driver  # immutable
-        self._first_code = _code_for_errno(first_unplug_error)  # immutable
+        self._first_code = code_for_errno(first_unplug_error)  # immutable
         self._lock = Lock("virtual-backend")
         self._devices: list[_Device] = []  # plugged, in plug order; guarded by _lock
         self._next_address = _FIRST_ADDRESS  # guarded by _lock
@@ -487,8 +268,8 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
             ports = {d.fields.port_number for d in self._devices}
             port = next(p for p in range(1, len(ports) + 2) if p not in ports)
             descriptor = printer.descriptor
-            strings = _strings(descriptor)
-            fields = _DeviceFields(
+            strings = string_table(descriptor)
+            fields = DeviceFields(
                 idVendor=descriptor.vendor_id,
                 idProduct=descriptor.product_id,
                 # Index 0 means "no string": pyusb then answers None without asking.
@@ -500,15 +281,15 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
                 port_number=port,
                 port_numbers=(port,),
             )
-            config = _config_fields(descriptor)
+            config = config_fields(descriptor)
             configured = self._kernel_driver
             device = _Device(
                 printer=printer,
                 descriptor=descriptor,
                 fields=fields,
                 config=config,
-                device_blob=_device_bytes(fields),
-                config_blob=_config_bytes(config.interfaces),
+                device_blob=device_bytes(fields),
+                config_blob=config_bytes(config.interfaces),
                 cond=Condition(self._lock, name=f"usb {BUS}-{address}"),
                 configuration=1 if configured else 0,
                 bound=self._probe(descriptor) if configured else set(),
@@ -614,11 +395,11 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
     def get_parent(self, dev: _Device) -> None:
         """No hub is modelled: every device hangs off the root hub, which is not listed."""
 
-    def get_device_descriptor(self, dev: _Device) -> _DeviceFields:
+    def get_device_descriptor(self, dev: _Device) -> DeviceFields:
         """The device descriptor's 14 fields plus bus, address, ports and speed."""
         return dev.fields
 
-    def get_configuration_descriptor(self, dev: _Device, config: int) -> _ConfigFields:
+    def get_configuration_descriptor(self, dev: _Device, config: int) -> ConfigFields:
         """Configuration ``config`` (an index; there is one).
 
         Raises:
@@ -626,12 +407,12 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
 
         """
         if config != 0:
-            raise _error(LIBUSB_ERROR_NOT_FOUND)
+            raise usb_error(LIBUSB_ERROR_NOT_FOUND)
         return dev.config
 
     def get_interface_descriptor(
         self, dev: _Device, intf: int, alt: int, config: int
-    ) -> _InterfaceFields:
+    ) -> InterfaceFields:
         """Interface ``intf``, alt setting ``alt`` (indexes).
 
         Raises:
@@ -648,7 +429,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
 
     def get_endpoint_descriptor(
         self, dev: _Device, ep: int, intf: int, alt: int, config: int
-    ) -> _EndpointFields:
+    ) -> EndpointFields:
         """Endpoint ``ep`` (an index) of an alt setting.
 
         Raises:
@@ -671,7 +452,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
         """
         with self._locked():
             if dev.gone:
-                raise _error(LIBUSB_ERROR_NO_DEVICE)
+                raise usb_error(LIBUSB_ERROR_NO_DEVICE)
             return _Handle(dev)
 
     def close_device(self, dev_handle: _Handle) -> None:
@@ -711,8 +492,8 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
     def _gone_locked(self, device: _Device) -> usb.core.USBError:
         if device.first_error_pending:
             device.first_error_pending = False
-            return _error(self._first_code)
-        return _error(LIBUSB_ERROR_NO_DEVICE)
+            return usb_error(self._first_code)
+        return usb_error(LIBUSB_ERROR_NO_DEVICE)
 
     # -- configuration, interfaces, kernel driver ------------------------------------------------
 
@@ -728,9 +509,9 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
             device = self._live_locked(dev_handle)
             value = 0 if config_value == -1 else config_value
             if value not in (0, 1):
-                raise _error(LIBUSB_ERROR_NOT_FOUND)
+                raise usb_error(LIBUSB_ERROR_NOT_FOUND)
             if device.configuration != 0 and (device.bound or device.owners):
-                raise _error(LIBUSB_ERROR_BUSY)
+                raise usb_error(LIBUSB_ERROR_BUSY)
             if value != device.configuration:
                 # A new configuration has new interfaces, and the kernel probes drivers for
                 # them; the same one again is only a lightweight reset (no re-probe).
@@ -754,7 +535,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
         """
         with self._locked():
             if not 0 <= intf < _MAX_INTERFACES:
-                raise _error(LIBUSB_ERROR_INVALID_PARAM)
+                raise usb_error(LIBUSB_ERROR_INVALID_PARAM)
             if intf in dev_handle.claimed:
                 return  # libusb answers from its own bookkeeping, without asking the kernel
             device = self._live_locked(dev_handle)
@@ -763,9 +544,9 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
                 dev_handle.claimed.add(intf)
                 return
             if device.alts_of(intf) is None:
-                raise _error(LIBUSB_ERROR_NOT_FOUND)
+                raise usb_error(LIBUSB_ERROR_NOT_FOUND)
             if intf in device.bound or intf in device.owners:
-                raise _error(LIBUSB_ERROR_BUSY)
+                raise usb_error(LIBUSB_ERROR_BUSY)
             device.owners[intf] = dev_handle
             dev_handle.claimed.add(intf)
 
@@ -782,9 +563,9 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
             return
         with self._locked():
             if not 0 <= intf < _MAX_INTERFACES:
-                raise _error(LIBUSB_ERROR_INVALID_PARAM)
+                raise usb_error(LIBUSB_ERROR_INVALID_PARAM)
             if intf not in dev_handle.claimed:
-                raise _error(LIBUSB_ERROR_NOT_FOUND)
+                raise usb_error(LIBUSB_ERROR_NOT_FOUND)
             # libusb forgets the claim even when the kernel says the device is gone.
             dev_handle.claimed.discard(intf)
             self._live_locked(dev_handle)
@@ -805,22 +586,22 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
         """
         with self._locked():
             if not 0 <= intf < _MAX_INTERFACES:
-                raise _error(LIBUSB_ERROR_INVALID_PARAM)
+                raise usb_error(LIBUSB_ERROR_INVALID_PARAM)
             if intf not in dev_handle.claimed:
-                raise _error(LIBUSB_ERROR_NOT_FOUND)
+                raise usb_error(LIBUSB_ERROR_NOT_FOUND)
             device = self._live_locked(dev_handle)
             alts = device.alts_of(intf)
             if alts is None or not any(a.alternate == altsetting for a in alts):
-                raise _error(LIBUSB_ERROR_NOT_FOUND)  # the kernel's EINVAL, as libusb maps it
+                raise usb_error(LIBUSB_ERROR_NOT_FOUND)  # the kernel's EINVAL, as libusb maps it
             try:
                 device.printer.set_interface(intf, altsetting)
             except TransferFailed as exc:
                 # The kernel forgives a stall when there is only one alt setting; libusb
                 # reports any other failure of this ioctl as OTHER.
                 if not (exc.status == -errno.EPIPE and len(alts) == 1):
-                    code = _code_for_errno(-exc.status)
+                    code = code_for_errno(-exc.status)
                     code = code if code == LIBUSB_ERROR_NO_DEVICE else LIBUSB_ERROR_OTHER
-                    raise _error(code) from None
+                    raise usb_error(code) from None
             device.reset_interface(intf)
             device.alt[intf] = altsetting
 
@@ -841,7 +622,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
             device = self._live_locked(dev_handle)
             self._check_driver_ioctl_locked(device, intf)
             if intf in device.owners or intf not in device.bound:
-                raise _error(LIBUSB_ERROR_NOT_FOUND)
+                raise usb_error(LIBUSB_ERROR_NOT_FOUND)
             device.bound.discard(intf)
             device.reset_interface(intf)
 
@@ -858,16 +639,16 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
             device = self._live_locked(dev_handle)
             self._check_driver_ioctl_locked(device, intf)
             if intf in device.owners or intf in device.bound:
-                raise _error(LIBUSB_ERROR_BUSY)
+                raise usb_error(LIBUSB_ERROR_BUSY)
             if intf not in self._probe(device.descriptor):
-                raise _error(LIBUSB_ERROR_NOT_FOUND)
+                raise usb_error(LIBUSB_ERROR_NOT_FOUND)
             device.bound.add(intf)
 
     def _check_driver_ioctl_locked(self, device: _Device, number: int) -> None:
         if device.configuration == 0:
-            raise _error(LIBUSB_ERROR_OTHER)  # EHOSTUNREACH, which libusb does not map
+            raise usb_error(LIBUSB_ERROR_OTHER)  # EHOSTUNREACH, which libusb does not map
         if device.alts_of(number) is None:
-            raise _error(LIBUSB_ERROR_INVALID_PARAM)
+            raise usb_error(LIBUSB_ERROR_INVALID_PARAM)
 
     def _checkintf_locked(self, handle: _Handle, device: _Device, number: int) -> bool:
         """Do what usbfs' checkintf does: use of an unclaimed interface claims it.
@@ -900,9 +681,9 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
             device = self._live_locked(dev_handle)
             number = device.interface_of(ep)
             if number is None:
-                raise _error(LIBUSB_ERROR_NOT_FOUND)
+                raise usb_error(LIBUSB_ERROR_NOT_FOUND)
             if not self._checkintf_locked(dev_handle, device, number):
-                raise _error(LIBUSB_ERROR_OTHER)
+                raise usb_error(LIBUSB_ERROR_OTHER)
             device.halted.discard(ep)
 
     def reset_device(self, dev_handle: _Handle) -> None:
@@ -948,7 +729,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
             if not self._control_allowed_locked(
                 dev_handle, device, bmRequestType, bRequest, wIndex
             ):
-                raise _error(LIBUSB_ERROR_IO)  # usbfs refused the URB: libusb says IO
+                raise usb_error(LIBUSB_ERROR_IO)  # usbfs refused the URB: libusb says IO
             kind = (bmRequestType >> 5) & 3
             try:
                 if kind == _TYPE_STANDARD:
@@ -963,7 +744,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
                         bmRequestType, bRequest, wValue, wIndex, request
                     )
             except TransferFailed as exc:
-                raise _error(_code_for_errno(-exc.status)) from None
+                raise usb_error(code_for_errno(-exc.status)) from None
         if not bmRequestType & 0x80:
             return length
         assert isinstance(answer, bytes)
@@ -1055,17 +836,17 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
         with self._locked():
             device = self._live_locked(handle)
             if bool(ep & 0x80) == out:
-                raise _error(LIBUSB_ERROR_INVALID_PARAM)
+                raise usb_error(LIBUSB_ERROR_INVALID_PARAM)
             number = device.interface_of(ep)
             if number is None or not self._checkintf_locked(handle, device, number):
-                raise _error(LIBUSB_ERROR_IO)  # usbfs refused the URB
+                raise usb_error(LIBUSB_ERROR_IO)  # usbfs refused the URB
             result = self._run_locked(handle, device, ep, length, payload, timeout)
             if result.status:
                 if result.status == -errno.EPIPE:
                     device.halted.add(ep)  # reported by GET_STATUS until cleared
-                raise _error(_code_for_errno(-result.status))
+                raise usb_error(code_for_errno(-result.status))
             if not out and len(result.data) > length:
-                raise _error(LIBUSB_ERROR_OVERFLOW)
+                raise usb_error(LIBUSB_ERROR_OVERFLOW)
         return result
 
     def _run_locked(
@@ -1085,7 +866,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
                 # Another thread closed the handle under us: libusb cancels the transfer, and
                 # a cancelled synchronous transfer returns LIBUSB_ERROR_IO.
                 printer.cancel(ep, started)
-                raise _error(LIBUSB_ERROR_IO)
+                raise usb_error(LIBUSB_ERROR_IO)
             now = monotonic()
             result = printer.service(ep, length, payload, started, now)
             if isinstance(result, Completion):
@@ -1094,7 +875,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
                 printer.cancel(ep, started)  # libusb cancels a transfer that timed out
                 # The model moves bytes only when a transfer completes, so a timed-out one
                 # moved none: libusb1's backend then raises rather than return a count.
-                raise _error(LIBUSB_ERROR_TIMEOUT)
+                raise usb_error(LIBUSB_ERROR_TIMEOUT)
             wake = result
             if deadline is not None:
                 wake = deadline if wake is None else min(wake, deadline)
@@ -1108,12 +889,12 @@ def _get_descriptor(device: _Device, value: int) -> bytes:
     """GET_DESCRIPTOR(device, configuration 0 or a string); the device stalls otherwise."""
     kind, number = value >> 8, value & 0xFF
     answer: bytes | None = None
-    if kind == _DT_DEVICE:
+    if kind == DT_DEVICE:
         answer = device.device_blob
-    elif kind == _DT_CONFIG and number == 0:
+    elif kind == DT_CONFIG and number == 0:
         answer = device.config_blob
-    elif kind == _DT_STRING:
-        answer = _string_bytes(device.descriptor, number)
+    elif kind == DT_STRING:
+        answer = string_bytes(device.descriptor, number)
     if answer is None:
         raise TransferFailed(-errno.EPIPE)
     return answer

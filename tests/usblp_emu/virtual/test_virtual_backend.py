@@ -18,7 +18,8 @@ from hazard.testing import Deadlock, explore, spawn
 from usblp_emu import EmulatorUsageError, VirtualPrinter, encode_device_id
 from usblp_emu._abi import REQ_GET_DEVICE_ID, REQ_GET_PORT_STATUS, REQ_SOFT_RESET
 from usblp_emu._pyusb._transport import find_printers
-from usblp_emu._virtual._backend import _LIBUSB, VirtualBackend
+from usblp_emu._virtual._backend import VirtualBackend
+from usblp_emu._virtual._libusb_errors import LIBUSB_ERRORS
 
 OUT, IN = 0x01, 0x82
 GET_DEVICE_ID, GET_PORT_STATUS, SOFT_RESET = REQ_GET_DEVICE_ID, REQ_GET_PORT_STATUS, REQ_SOFT_RESET
@@ -177,7 +178,7 @@ def test_without_a_kernel_the_device_is_unconfigured_until_set():
 
 
 def test_libusb_error_table_matches_pyusbs():
-    for code, (message, number) in _LIBUSB.items():
+    for code, (message, number) in LIBUSB_ERRORS.items():
         assert libusb1._str_error_map[code] == message
         assert libusb1._libusb_errno[code] == number
 
