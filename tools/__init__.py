@@ -8,8 +8,8 @@ so that the others import as ``tools.NAME``.
 - ``kernel_rig``: Debian's kernel under QEMU with the real usblp and a USB printer gadget;
   ``rig_guest``: its guest side (standard library only); ``rig_pyusb``: the pyusb transport
   against the gadget, in the guest.
-- ``differential``: the same operation scripts (``opscripts/``) on the real usblp and on the
-  emulator, step by step.
+- ``differential`` (its parts in ``opdiff``): the same operation scripts (``opscripts/``) on the
+  real usblp and on the emulator, step by step.
 - ``umockdev_printer`` (with ``umockdev_setup.sh``): a USB printer at the usbfs ioctl level for
   real libusb under umockdev.
 """
