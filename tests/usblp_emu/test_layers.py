@@ -36,8 +36,16 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "bench": ("usblp_emu._bench",),
     "cli": ("usblp_emu._cli", "usblp_emu.__main__"),
     "api": ("usblp_emu$",),  # the package itself (``$``: this module only): the public names
-    "guest": ("tools.rig_guest",),  # runs in the QEMU guest: the standard library and _abi
-    "umockdev": ("tools.umockdev_printer",),  # runs under Debian's python3, with gi
+    # Runs in the QEMU guest: the standard library and _abi. The differential's guest side
+    # (tools/opdiff: the scripts, their tokens and runner, the guest's target) too.
+    "guest": (
+        "tools.rig_guest",
+        "tools.opdiff.script",
+        "tools.opdiff.tokens",
+        "tools.opdiff.runner",
+        "tools.opdiff.guest",
+    ),
+    "umockdev": ("tools.umockdev_printer", "tools.umockdev_rig"),  # Debian's python3, with gi
 }
 
 # Layer -> the layers and third-party packages it may import. A layer may import itself.
@@ -78,6 +86,14 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+# Every module of the repository's packages, to tell ``from package import module`` apart.
+MODULES = {
+    module_name(path)
+    for folder in ("hazard", "usblp_emu", "tools")
+    for path in (ROOT / folder).glob("**/*.py")
+}
+
+
 def layer_of(module: str) -> str | None:
     """The layer that holds ``module`` (the longest matching prefix), or None."""
     best: tuple[int, str | None] = (-1, None)
@@ -105,7 +121,11 @@ def imports_of(source: str, module: str, is_package: bool) -> list[tuple[int, st
                 base = ".".join([*anchor, base] if base else anchor)
             if base == "__future__":
                 continue
-            found.append((node.lineno, base))
+            # ``from tools import rig_guest`` imports the module tools.rig_guest, ``from x
+            # import name`` a name of module x.
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                found.append((node.lineno, sub if sub in MODULES else base))
     return found
 
 
@@ -133,7 +153,10 @@ def violations(sources: dict[str, tuple[str, bool]]) -> list[str]:
 
 def project_sources() -> dict[str, tuple[str, bool]]:
     paths = [*ROOT.glob("hazard/**/*.py"), *ROOT.glob("usblp_emu/**/*.py")]
-    paths += [ROOT / "tools" / "rig_guest.py", ROOT / "tools" / "umockdev_printer.py"]
+    tools = ROOT / "tools"
+    paths += [tools / "rig_guest.py", tools / "umockdev_printer.py"]
+    paths += [tools / "opdiff" / f"{name}.py" for name in ("script", "tokens", "runner", "guest")]
+    paths += [*(tools / "umockdev_rig").glob("*.py")]
     return {module_name(p): (p.read_text(), p.name == "__init__.py") for p in paths}
 
 
@@ -185,6 +208,16 @@ def test_every_import_points_down_the_layers():
             "usblp_emu._core._urb",
             "from .._host import Host\n",
             "usblp_emu._core._urb:1: core imports usblp_emu._host (host)",
+        ),
+        (
+            "tools.opdiff.guest",
+            "from usblp_emu._host import Host\n",
+            "tools.opdiff.guest:1: guest imports usblp_emu._host (host)",
+        ),
+        (
+            "tools.rig_guest",
+            "from tools import kernel_rig\n",
+            "tools.rig_guest:1: imports tools.kernel_rig, which is in no layer",
         ),
         ("usblp_emu._gadget", "", "usblp_emu._gadget: in no layer (add it to LAYERS)"),
     ],
