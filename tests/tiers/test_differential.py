@@ -17,12 +17,12 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tests.tiers.conftest import KERNEL_ENABLED
 from tools.differential import main as differential_main
 from tools.opdiff.compare import DOCUMENTED, Divergence, check, compare, gold_path, load_gold
 from tools.opdiff.emulator import run_emulator
@@ -48,7 +48,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 SCRIPTS = corpus_paths()
-KERNEL_TIER = os.environ.get("USBLP_EMU_KERNEL") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +314,9 @@ def test_the_guest_sides_numbers_are_the_kernels():
 
 
 @pytest.mark.kernel
-@pytest.mark.skipif(not KERNEL_TIER, reason="the real kernel: set USBLP_EMU_KERNEL=1 (boots QEMU)")
+@pytest.mark.skipif(
+    not KERNEL_ENABLED, reason="the real kernel: set USBLP_EMU_KERNEL=1 (boots QEMU)"
+)
 def test_the_real_kernel_still_agrees_with_its_gold_and_the_emulator(emulator_runs, tmp_path):
     scripts = [parse_script(p) for p in SCRIPTS]
     run = run_kernel(scripts, out_dir=tmp_path)  # a rig that cannot boot raises: a failure

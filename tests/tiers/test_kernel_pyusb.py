@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.tiers.test_kernel_rig import ENABLED
+from tests.tiers.conftest import KERNEL_ENABLED
 from tools import kernel_rig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ DEVICE_ID = "MFG:usblp-emu;MDL:Pyusb Tier;CMD:PCL,PJL;CLS:PRINTER;SN:PT1;"
 pytestmark = [
     pytest.mark.kernel,
     pytest.mark.skipif(
-        not ENABLED,
+        not KERNEL_ENABLED,
         reason="kernel tier: set USBLP_EMU_KERNEL=1 to run it (python tools/kernel_rig.py "
         "prepare && USBLP_EMU_KERNEL=1 python -m pytest tests/tiers/test_kernel_pyusb.py)",
     ),

@@ -26,13 +26,13 @@ from typing import Any
 
 import pytest
 
+from tests.tiers.conftest import KERNEL_ENABLED
 from tools import kernel_rig, rig_guest
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "tools"
 
 
-ENABLED = os.environ.get("USBLP_EMU_KERNEL") == "1"
 # Not the rig's default, and long enough that a two-character cut would show.
 DEVICE_ID = "MFG:usblp-emu;MDL:Kernel Tier;CMD:PCL,PJL,POSTSCRIPT;CLS:PRINTER;DES:test;SN:KT1;"
 EXPECTED_FIRST = {errno.errorcode[e] for e in rig_guest.EXPECTED_FIRST_ERRNO}
@@ -41,7 +41,7 @@ kernel = pytest.mark.kernel
 needs_guest = [
     kernel,
     pytest.mark.skipif(
-        not ENABLED,
+        not KERNEL_ENABLED,
         reason="kernel tier: set USBLP_EMU_KERNEL=1 to run it (python tools/kernel_rig.py "
         "prepare && USBLP_EMU_KERNEL=1 python -m pytest tests/tiers/test_kernel_rig.py)",
     ),

@@ -6,7 +6,7 @@ from rich.console import Console
 from hazard import HazardError, HazardUsageError
 from hazard.testing import explore, print_report
 from hazard.testing._token import decode, encode
-from tests.hazard.testing.test_explorer import lost_update
+from tests.hazard.testing.conftest import lost_update
 
 
 def test_the_error_root_cannot_be_raised_directly():

@@ -17,6 +17,7 @@ from hazard.testing import (
     spawn,
 )
 from tests import models
+from tests.hazard.testing.conftest import lost_update
 
 
 def assert_found(
@@ -27,18 +28,6 @@ def assert_found(
     assert type(result.failure.exception) is kind
     with pytest.raises(kind):
         replay(body, result.failure.token)
-
-
-def lost_update() -> None:
-    n = AtomicInt(0)
-
-    def inc() -> None:
-        n.store(n.load() + 1)
-
-    threads = [spawn(inc) for _ in range(2)]
-    for t in threads:
-        t.join()
-    assert n.load() == 2, "lost update"
 
 
 def test_lost_update_is_found_with_one_preemption_and_replays():

@@ -11,7 +11,7 @@ from pathlib import Path
 from hazard import Lock
 from hazard.testing import explore, spawn
 from hazard.testing._report import conflicting_steps
-from tests.hazard.testing.test_explorer import lost_update
+from tests.hazard.testing.conftest import lost_update
 
 MARKED = textwrap.dedent(
     """
@@ -70,7 +70,7 @@ def test_tokens_are_the_same_in_a_fresh_interpreter():
     assert here is not None
     code = (
         "from hazard.testing import explore; "
-        "from tests.hazard.testing.test_explorer import lost_update; "
+        "from tests.hazard.testing.conftest import lost_update; "
         "print(explore(lost_update).failure.token)"
     )
     root = Path(__file__).resolve().parents[3]
@@ -86,7 +86,7 @@ def test_report_marks_the_conflicting_accesses_and_names_source_lines():
     marked = conflicting_steps(failure.trace)
     counter_steps = [s for s in failure.trace if s.obj.startswith("AtomicInt")]
     assert {s.index for s in counter_steps} <= marked
-    assert any("test_explorer.py" in s.where and "inc" in s.where for s in counter_steps)
+    assert any("conftest.py" in s.where and "inc" in s.where for s in counter_steps)
     assert any(s.preempted for s in failure.trace)  # the preemption is shown
     assert "AssertionError in T0" in failure.report
 

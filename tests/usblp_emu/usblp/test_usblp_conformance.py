@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.usblp_emu.conftest import managed_host
 from tests.usblp_emu.usblp.pyusb_host import PyusbHost
 from usblp_emu import (
     CORRECT_STRATEGIES,
@@ -61,7 +62,6 @@ pytestmark = [
 CHUNK = 8192  # usblp's largest write URB
 ID_MAX = 1023  # usblp_cache_device_id_string clamps the length to [2, USBLP_DEVICE_ID_SIZE - 1]
 TIMEOUT = 5.0  # seconds: generous bound for anything that must happen "soon"
-WATCHDOG = 10.0  # seconds a test may run before its hosts are closed under it
 DEFAULT_ID = encode_device_id(DEFAULT_DEVICE_ID)
 
 # <asm-generic/ioctl.h>, rebuilt here so wrong-direction commands can be made.
@@ -111,32 +111,6 @@ class Worker:
         if self.error is not None:
             raise self.error
         return self.result
-
-
-@contextlib.contextmanager
-def managed_host(strategy: str, transport: str = "direct", **kwargs: Any) -> Iterator[Host]:
-    """A Host that is closed and checked on exit, with a watchdog against a stuck test.
-
-    If the test still runs after WATCHDOG seconds, a timer closes the host: that unplugs every
-    printer, which wakes every blocked call with ENODEV, so the test fails instead of hanging.
-    """
-    h = PyusbHost(strategy, **kwargs) if transport == "pyusb" else Host(strategy, **kwargs)
-    fired = threading.Event()
-
-    def fire() -> None:
-        fired.set()
-        h.close()
-
-    timer = threading.Timer(WATCHDOG, fire)
-    timer.daemon = True
-    timer.start()
-    yield h
-    timer.cancel()
-    timer.join(TIMEOUT)
-    h.close()
-    if fired.is_set():
-        pytest.fail(f"test still running after {WATCHDOG} s: the watchdog closed the host")
-    h.check()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.usblp_emu.usblp.test_usblp_conformance import managed_host
+from tests.usblp_emu.conftest import managed_host
 from usblp_emu import (
     DEFAULT_DEVICE_ID,
     EmulatorUsageError,
