@@ -1,4 +1,4 @@
-"""Named race scenarios: one per race window R1-R6 of reference/usblp-lifetime.md, and plain use.
+"""Named race scenarios: one per race window R1-R6 of docs/lifetime.md, and plain use.
 
 Each builds a fresh host, races the window, and checks the outcome.
 

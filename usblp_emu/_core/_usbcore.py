@@ -13,7 +13,7 @@ Rules and invariants:
   a device (which may take the device's resume latency) happens under it.
 - When a device is unplugged its in-flight URBs fail first (-ESHUTDOWN), then each bound
   driver's disconnect runs, then the core drops its interface references: the order the real
-  kernel shows (see reference/usblp-lifetime.md).
+  kernel shows (docs/lifetime.md, section 3, write).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 One suite over every strategy in CORRECT_STRATEGIES (ids are the strategy names), as trio's
 test_sync runs one suite over every lock. Every host a test builds is closed and checked at
 teardown, so each test also proves that nothing leaked and no memory error happened.
-Section numbers in comments refer to shared/reference/usblp-lifetime.md.
+Section numbers in comments refer to docs/lifetime.md.
 """
 
 from __future__ import annotations
