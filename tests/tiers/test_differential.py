@@ -321,16 +321,9 @@ def test_the_real_kernel_still_agrees_with_its_gold_and_the_emulator(emulator_ru
     scripts = [parse_script(p) for p in SCRIPTS]
     run = run_kernel(scripts, out_dir=tmp_path)  # a rig that cannot boot raises: a failure
     reports = []
+    pair = ("kernel gold", "kernel now")
     for script in scripts:
-        result = run.results[script.name]
-        reports.append(
-            compare(
-                script,
-                load_gold(script),
-                result,
-                names=("kernel gold", "kernel now"),
-                same_side=True,
-            )
-        )
-        reports.append(compare(script, result, emulator_runs[script.name]))
+        now = run.results[script.name]
+        reports.append(compare(script, load_gold(script), now, names=pair, same_side=True))
+        reports.append(compare(script, now, emulator_runs[script.name]))
     check(reports)

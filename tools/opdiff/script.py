@@ -12,29 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from usblp_emu._abi import (
-    IOC_NONE,
-    IOC_READ,
-    IOC_WRITE,
-    IOCNR_GET_BUS_ADDRESS,
-    IOCNR_GET_DEVICE_ID,
-    IOCNR_GET_PROTOCOLS,
-    IOCNR_GET_VID_PID,
-    IOCNR_HP_SET_CHANNEL,
-    IOCNR_SET_PROTOCOL,
-    IOCNR_SOFT_RESET,
-    LPABORT,
-    LPCHAR,
-    LPGETSTATUS,
-    POLLERR,
-    POLLHUP,
-    POLLIN,
-    POLLNVAL,
-    POLLOUT,
-    POLLRDNORM,
-    POLLWRNORM,
-    ioc,
-)
+import usblp_emu._abi as abi
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tools" / "opscripts"
@@ -75,44 +53,41 @@ IOCTLS: dict[str, IoctlSpec] = {
 
 # name -> (direction, nr) of the new-style 'P' commands; an int: an old-style lp.c number.
 _COMMANDS: dict[str, tuple[int, int] | int] = {
-    "GET_DEVICE_ID": (IOC_READ, IOCNR_GET_DEVICE_ID),
-    "GET_PROTOCOLS": (IOC_READ, IOCNR_GET_PROTOCOLS),
-    "SET_PROTOCOL": (IOC_WRITE, IOCNR_SET_PROTOCOL),
-    "HP_SET_CHANNEL": (IOC_WRITE, IOCNR_HP_SET_CHANNEL),
-    "GET_BUS_ADDRESS": (IOC_READ, IOCNR_GET_BUS_ADDRESS),
-    "GET_VID_PID": (IOC_READ, IOCNR_GET_VID_PID),
-    "SOFT_RESET": (IOC_NONE, IOCNR_SOFT_RESET),
-    "LPGETSTATUS": LPGETSTATUS,
-    "LPABORT": LPABORT,
-    "GET_DEVICE_ID_WRITE": (IOC_WRITE, IOCNR_GET_DEVICE_ID),
-    "GET_PROTOCOLS_SHORT": (IOC_READ, IOCNR_GET_PROTOCOLS),
-    "INVALID": (IOC_NONE, 0x42),
-    "LPCHAR": LPCHAR,
+    "GET_DEVICE_ID": (abi.IOC_READ, abi.IOCNR_GET_DEVICE_ID),
+    "GET_PROTOCOLS": (abi.IOC_READ, abi.IOCNR_GET_PROTOCOLS),
+    "SET_PROTOCOL": (abi.IOC_WRITE, abi.IOCNR_SET_PROTOCOL),
+    "HP_SET_CHANNEL": (abi.IOC_WRITE, abi.IOCNR_HP_SET_CHANNEL),
+    "GET_BUS_ADDRESS": (abi.IOC_READ, abi.IOCNR_GET_BUS_ADDRESS),
+    "GET_VID_PID": (abi.IOC_READ, abi.IOCNR_GET_VID_PID),
+    "SOFT_RESET": (abi.IOC_NONE, abi.IOCNR_SOFT_RESET),
+    "LPGETSTATUS": abi.LPGETSTATUS,
+    "LPABORT": abi.LPABORT,
+    "GET_DEVICE_ID_WRITE": (abi.IOC_WRITE, abi.IOCNR_GET_DEVICE_ID),
+    "GET_PROTOCOLS_SHORT": (abi.IOC_READ, abi.IOCNR_GET_PROTOCOLS),
+    "INVALID": (abi.IOC_NONE, 0x42),
+    "LPCHAR": abi.LPCHAR,
 }
 
 
 def ioctl_command(name: str, size: int) -> int:
     """The command number of the ioctl ``name`` issued with a ``size``-byte buffer.
 
-    The size is encoded only in the commands that read into a buffer (``IOC_READ``).
+    The size is encoded only in the commands that read into a buffer (``abi.IOC_READ``).
     """
     command = _COMMANDS[name]
     if isinstance(command, int):
         return command
     direction, nr = command
-    return ioc(direction, "P", nr, size if direction == IOC_READ else 0)
+    return abi.ioc(direction, "P", nr, size if direction == abi.IOC_READ else 0)
 
 
-POLL_BITS = (
-    ("IN", POLLIN),
-    ("RDNORM", POLLRDNORM),
-    ("OUT", POLLOUT),
-    ("WRNORM", POLLWRNORM),
-    ("ERR", POLLERR),
-    ("HUP", POLLHUP),
-    ("NVAL", POLLNVAL),
+# A poll mask's bits by name (POLLIN is "IN"), in the order a token lists them.
+POLL_BITS: tuple[tuple[str, int], ...] = tuple(
+    (name, getattr(abi, f"POLL{name}"))
+    for name in ("IN", "RDNORM", "OUT", "WRNORM", "ERR", "HUP", "NVAL")
 )
-POLL_ASKED = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM  # ERR, HUP, NVAL always come
+# What poll F asks for; ERR, HUP and NVAL always come.
+POLL_ASKED = abi.POLLIN | abi.POLLOUT | abi.POLLRDNORM | abi.POLLWRNORM
 
 UNPLUG_METHODS = ("port-disable", "remove", "soft-disconnect", "unbind", "rmmod-hcd")
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import usblp_emu._abi as abi
 from tools.umockdev_rig.descriptors import (
     LANGID_EN_US,
     VENDOR_ID,
@@ -47,15 +48,6 @@ from tools.umockdev_rig.usbfs import (
     Stop,
     Urb,
     read_u32,
-)
-from usblp_emu._abi import (
-    REQ_GET_DEVICE_ID,
-    REQ_GET_PORT_STATUS,
-    REQ_SOFT_RESET,
-    RT_CLASS_IN,
-    RT_CLASS_OUT,
-    RT_SOFT_RESET_USBLP,
-    USB_CLASS_PRINTER,
 )
 from usblp_emu._usblp._ids import usblp_binds
 
@@ -473,15 +465,18 @@ class Printer:
         """The data stage of a control request the printer knows; None stalls it."""
         if request_type == 0x80 and request == 6:  # GET_DESCRIPTOR
             return self.descriptor(value >> 8, value & 0xFF, index)
-        if request_type == RT_CLASS_IN and request == REQ_GET_DEVICE_ID:
+        if request_type == abi.RT_CLASS_IN and request == abi.REQ_GET_DEVICE_ID:
             if value == 0 and self.is_printer_alt(index >> 8, index & 0xFF):
                 return self.device_id
             return None
-        if request_type == RT_CLASS_IN and request == REQ_GET_PORT_STATUS:
+        if request_type == abi.RT_CLASS_IN and request == abi.REQ_GET_PORT_STATUS:
             return bytes([self.port_status]) if index == self.printer_interface else None
-        if request == REQ_SOFT_RESET and request_type in (RT_CLASS_OUT, RT_SOFT_RESET_USBLP):
+        if request == abi.REQ_SOFT_RESET and request_type in (
+            abi.RT_CLASS_OUT,
+            abi.RT_SOFT_RESET_USBLP,
+        ):
             self.soft_resets.append(request_type)
-            if request_type == RT_CLASS_OUT or self.accept_soft_reset_0x23:
+            if request_type == abi.RT_CLASS_OUT or self.accept_soft_reset_0x23:
                 self.halted.clear()
                 return b""
         return None
@@ -501,7 +496,8 @@ class Printer:
     def is_printer_alt(self, interface: int, alt: int) -> bool:
         """Whether ``interface``/``alt`` is a printer-class alt setting."""
         return any(
-            a.number == interface and a.alt == alt and a.cls == USB_CLASS_PRINTER for a in self.alts
+            a.number == interface and a.alt == alt and a.cls == abi.USB_CLASS_PRINTER
+            for a in self.alts
         )
 
     def check_control_recipient(
@@ -515,8 +511,8 @@ class Printer:
         if request_type & 0x60 == 0x40:
             return  # vendor requests are not checked
         if (
-            request_type == RT_CLASS_IN
-            and request == REQ_GET_DEVICE_ID
+            request_type == abi.RT_CLASS_IN
+            and request == abi.REQ_GET_DEVICE_ID
             and self.is_printer_alt(index >> 8, index & 0xFF)
         ):
             return
