@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from hazard import AtomicInt, HazardError, Heap, Lock, RefcountViolation
+from usblp_emu._abi import PRINTER_PROTOCOLS
 from usblp_emu._core._descriptors import DeviceModel
 from usblp_emu._core._usbcore import UsbCore, UsbDev
 from usblp_emu._errors import BadFile, EmulatorUsageError, NoDevice, error_from_errno
@@ -56,7 +57,7 @@ class Host:
         if cls is None:
             names = ", ".join(STRATEGIES)
             raise EmulatorUsageError(f"unknown strategy {strategy!r}; choose from {names}")
-        if proto_bias is not None and proto_bias not in (1, 2, 3):
+        if proto_bias is not None and proto_bias not in PRINTER_PROTOCOLS:
             raise EmulatorUsageError(f"proto_bias must be 1, 2 or 3, not {proto_bias!r}")
         self.strategy = strategy
         self.heap = heap if heap is not None else Heap(f"usblp-emu[{strategy}]")
