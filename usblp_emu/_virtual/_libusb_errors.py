@@ -2,7 +2,10 @@
 
 VirtualBackend raises exactly what pyusb over libusb over usbfs raises: the libusb code, its
 message and errno (:data:`LIBUSB_ERRORS`), and for a kernel errno the code Linux libusb turns
-it into (:data:`FROM_ERRNO`).
+it into (:data:`FROM_ERRNO`). The message is ``libusb_strerror``'s (English), which pyusb's
+libusb1 backend uses whenever the library has it (libusb >= 1.0.16, so every libusb in use);
+its own fallback table, ``_str_error_map``, words some differently ("Input/output error",
+"Unknown error").
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ __all__ = [
     "LIBUSB_ERROR_INVALID_PARAM",
     "LIBUSB_ERROR_IO",
     "LIBUSB_ERROR_NOT_FOUND",
+    "LIBUSB_ERROR_NOT_SUPPORTED",
     "LIBUSB_ERROR_NO_DEVICE",
     "LIBUSB_ERROR_NO_MEM",
     "LIBUSB_ERROR_OTHER",
@@ -27,6 +31,7 @@ __all__ = [
     "LIBUSB_ERROR_PIPE",
     "LIBUSB_ERROR_TIMEOUT",
     "code_for_errno",
+    "strerror",
     "usb_error",
 ]
 
@@ -42,12 +47,13 @@ LIBUSB_ERROR_OVERFLOW = -8
 LIBUSB_ERROR_PIPE = -9
 LIBUSB_ERROR_INTERRUPTED = -10
 LIBUSB_ERROR_NO_MEM = -11
+LIBUSB_ERROR_NOT_SUPPORTED = -12
 LIBUSB_ERROR_OTHER = -99
 
-# code -> (message, errno): pyusb's ``_str_error_map`` and ``_libusb_errno``, copied so that
-# importing them (private names) cannot break; a test checks the copies still agree.
+# code -> (message, errno): libusb_strerror()'s text (libusb/strerror.c, English) and pyusb's
+# ``_libusb_errno``; tests check both against the real libusb and pyusb.
 LIBUSB_ERRORS: dict[int, tuple[str, int | None]] = {
-    LIBUSB_ERROR_IO: ("Input/output error", errno.EIO),
+    LIBUSB_ERROR_IO: ("Input/Output Error", errno.EIO),
     LIBUSB_ERROR_INVALID_PARAM: ("Invalid parameter", errno.EINVAL),
     LIBUSB_ERROR_ACCESS: ("Access denied (insufficient permissions)", errno.EACCES),
     LIBUSB_ERROR_NO_DEVICE: ("No such device (it may have been disconnected)", errno.ENODEV),
@@ -58,7 +64,11 @@ LIBUSB_ERRORS: dict[int, tuple[str, int | None]] = {
     LIBUSB_ERROR_PIPE: ("Pipe error", errno.EPIPE),
     LIBUSB_ERROR_INTERRUPTED: ("System call interrupted (perhaps due to signal)", errno.EINTR),
     LIBUSB_ERROR_NO_MEM: ("Insufficient memory", errno.ENOMEM),
-    LIBUSB_ERROR_OTHER: ("Unknown error", None),
+    LIBUSB_ERROR_NOT_SUPPORTED: (
+        "Operation not supported or unimplemented on this platform",
+        errno.ENOSYS,
+    ),
+    LIBUSB_ERROR_OTHER: ("Other error", None),
 }
 
 # A kernel errno (a URB status or an ioctl failure) -> the libusb code Linux libusb reports.
@@ -80,6 +90,13 @@ FROM_ERRNO = {
     errno.EINTR: LIBUSB_ERROR_INTERRUPTED,
     errno.ENOMEM: LIBUSB_ERROR_NO_MEM,
 }
+
+
+def strerror(code: int) -> str:
+    """``libusb_strerror(code)``: "Success" for 0, "Other error" for an unknown code."""
+    if code == 0:
+        return "Success"
+    return LIBUSB_ERRORS.get(code, LIBUSB_ERRORS[LIBUSB_ERROR_OTHER])[0]
 
 
 def usb_error(code: int) -> usb.core.USBError:

@@ -8,6 +8,10 @@ Rules and invariants:
 - A state change that can let a pending transfer finish (paper loaded, data queued for the
   host, a fault expiring) kicks the host controller after releasing the lock.
 - ``received`` is exactly the bytes the device accepted: a short write accepts a prefix.
+- A firmware (``firmware=``) sees each accepted bulk OUT chunk under the lock and only returns
+  replies; they are queued before the transfer completes.
+- Bulk IN moves whole packets: a read whose buffer is not a multiple of the packet size, when
+  the next packet does not fit, overflows (-EOVERFLOW) and the packet's excess is lost.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import enum
 import errno
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hazard import Lock, sleep
@@ -31,24 +35,20 @@ from usblp_emu._abi import (
     USB_CLASS_PRINTER,
     USB_DIR_IN,
     USB_RECIP_INTERFACE,
-    USB_SUBCLASS_PRINTER,
     USB_TYPE_VENDOR,
 )
 from usblp_emu._core._descriptors import (
-    AltSetting,
     Completion,
     DeviceDescriptor,
-    Endpoint,
     TransferFailed,
 )
 from usblp_emu._errors import EmulatorUsageError
+from usblp_emu._virtual._firmware import Firmware
+from usblp_emu._virtual._layout import SPEEDS, ExtraInterface, UsbInfo, printer_layout
 
 __all__ = ["DEFAULT_DEVICE_ID", "Fault", "VirtualPrinter", "encode_device_id"]
 
 DEFAULT_DEVICE_ID = "MFG:Acme;MDL:Laser 1;CMD:PCL,PJL;CLS:PRINTER;"
-
-_OUT_EP = 0x01
-_IN_EP = 0x82
 
 # Requests a printer answers (bmRequestType, bRequest).
 _GET_DEVICE_ID = (RT_CLASS_IN, REQ_GET_DEVICE_ID)
@@ -100,6 +100,20 @@ class VirtualPrinter:
         bytes_per_second: bulk OUT throughput (None: instant).
         latency: seconds from a bulk transfer's submission to its earliest completion.
         resume_latency: seconds a runtime resume takes.
+        interface_number: the printer interface's bInterfaceNumber (0).
+        out_endpoint, in_endpoint: its bulk endpoint addresses (0x01, 0x82).
+        extra_interfaces: the other interfaces of a composite device (numbers 0..n-1 with the
+            printer's, once each); data sent to their OUT endpoints is kept apart
+            (:meth:`received_at`), :meth:`send_to_host` feeds their IN endpoints.
+        speed: "high" (512-byte bulk packets, answers DEVICE_QUALIFIER) or "full" (64).
+        bcd_usb: bcdUSB (default: 0x0200 at high speed, 0x0110 at full speed).
+        bcd_device, max_power_ma, self_powered: bcdDevice, bMaxPower (mA), and bmAttributes'
+            self-powered bit.
+        firmware: a :class:`~usblp_emu.Firmware` that sees every accepted bulk OUT chunk and
+            may queue replies (e.g. :class:`~usblp_emu.EscPosStatus`).
+
+    Alt settings are numbered in the order of ``protocols``: ``protocols=(2, 1)`` makes the
+    bidirectional one alt setting 0, as on printers whose first alt setting is protocol 2.
 
     """
 
@@ -118,6 +132,16 @@ class VirtualPrinter:
         bytes_per_second: float | None = None,
         latency: float = 0.0,
         resume_latency: float = 0.0,
+        interface_number: int = 0,
+        out_endpoint: int = 0x01,
+        in_endpoint: int = 0x82,
+        extra_interfaces: Sequence[ExtraInterface] = (),
+        speed: str = "high",
+        bcd_usb: int | None = None,
+        bcd_device: int = 0x0100,
+        max_power_ma: int = 2,
+        self_powered: bool = True,
+        firmware: Firmware | None = None,
     ) -> None:
         if protocols is None:
             protocols = (1, 2) if bidirectional else (1,)
@@ -136,27 +160,41 @@ class VirtualPrinter:
         self._id_answer = (
             encode_device_id(device_id) if isinstance(device_id, str) else bytes(device_id)
         )
-        alts = tuple(
-            AltSetting(
-                number=0,
-                alternate=i,
-                interface_class=interface_class,
-                interface_subclass=USB_SUBCLASS_PRINTER,
-                interface_protocol=p,
-                endpoints=(Endpoint(_OUT_EP),) if p == 1 else (Endpoint(_OUT_EP), Endpoint(_IN_EP)),
+        if firmware is not None and not isinstance(firmware, Firmware):
+            raise EmulatorUsageError(
+                f"firmware must have a receive(data) method, not {type(firmware).__name__}"
             )
-            for i, p in enumerate(protocols)
+        if bcd_usb is None:
+            bcd_usb = SPEEDS.get(speed, SPEEDS["high"])[2]
+        self._info = UsbInfo(speed, bcd_usb, bcd_device, max_power_ma, self_powered)
+        interfaces = printer_layout(
+            protocols=protocols,
+            interface_class=interface_class,
+            interface_number=interface_number,
+            out_endpoint=out_endpoint,
+            in_endpoint=in_endpoint,
+            extra_interfaces=extra_interfaces,
+            info=self._info,
         )
         self._descriptor = DeviceDescriptor(
-            vendor_id, product_id, manufacturer, product, serial, (alts,)
+            vendor_id, product_id, manufacturer, product, serial, interfaces
         )
+        self._number = interface_number
+        self._out_ep = out_endpoint
+        self._in_ep = in_endpoint
+        self._packet = {
+            e.address: e.max_packet for alts in interfaces for a in alts for e in a.endpoints
+        }
+        self.firmware = firmware
         self.bytes_per_second = bytes_per_second
         self.latency = latency
         self.resume_latency = resume_latency
         self._lock = Lock("printer")
         # Guarded by _lock.
         self._received = bytearray()
-        self._to_host: deque[bytes] = deque()
+        self._to_host: deque[bytes] = deque()  # the printer's bulk IN
+        self._queued: dict[int, deque[bytes]] = {}  # the other IN endpoints
+        self._received_at: dict[int, bytearray] = {}  # the other OUT endpoints
         self._paper_out = False
         self._offline = False
         self._error = False
@@ -173,6 +211,26 @@ class VirtualPrinter:
     def descriptor(self) -> DeviceDescriptor:
         """The device's descriptors."""
         return self._descriptor
+
+    @property
+    def usb_info(self) -> UsbInfo:
+        """Speed, bcdUSB, bcdDevice and power, as libusb reports them."""
+        return self._info
+
+    @property
+    def interface_number(self) -> int:
+        """The printer interface's bInterfaceNumber."""
+        return self._number
+
+    @property
+    def endpoints(self) -> tuple[int, int]:
+        """The printer interface's bulk (OUT, IN) endpoint addresses."""
+        return self._out_ep, self._in_ep
+
+    def received_at(self, endpoint: int) -> bytes:
+        """What the host sent to OUT ``endpoint`` of an extra interface."""
+        with self._lock:
+            return bytes(self._received_at.get(endpoint, b""))
 
     @property
     def serial(self) -> str:
@@ -284,15 +342,29 @@ class VirtualPrinter:
         if kick is not None:
             kick()
 
-    def send_to_host(self, data: bytes) -> None:
-        """Queue ``data`` on the read-back channel (bulk IN).
+    def send_to_host(self, data: bytes, *, endpoint: int | None = None) -> None:
+        """Queue ``data`` as one message on the read-back channel (bulk IN).
 
-        One transfer carries at most what the host asks for.
+        One transfer carries at most what the host asks for; the rest stays queued, unless
+        the host's buffer ends inside a packet (see the module's rules: an overflow).
+
+        Args:
+            data: the message.
+            endpoint: an IN endpoint of an extra interface (bulk or interrupt) instead of
+                the printer's.
+
         """
         if not data:
             raise EmulatorUsageError("send_to_host() needs at least one byte")
+        if endpoint is not None and (
+            not endpoint & 0x80 or endpoint not in self._packet or endpoint == self._in_ep
+        ):
+            raise EmulatorUsageError(
+                f"endpoint 0x{endpoint:02x} is not an IN endpoint of an extra interface"
+            )
         with self._lock:
-            self._to_host.append(bytes(data))
+            queue = self._to_host if endpoint is None else self._queued_locked(endpoint)
+            queue.append(bytes(data))
             kick = self._kick
         if kick is not None:
             kick()
@@ -320,6 +392,11 @@ class VirtualPrinter:
             raise EmulatorUsageError("count must be >= 1 and duration >= 0")
         with self._lock:
             self._faults.append(_Scripted(fault, where, count, duration))
+
+    def _queued_locked(self, endpoint: int) -> deque[bytes]:
+        if endpoint == self._in_ep:
+            return self._to_host
+        return self._queued.setdefault(endpoint, deque())
 
     def _take_fault_locked(self, where: str) -> _Scripted | None:
         for scripted in self._faults:
@@ -375,7 +452,9 @@ class VirtualPrinter:
 
         Every alt setting has the same endpoints, so the printer keeps no state for it.
         """
-        if number != 0 or not any(a.alternate == alternate for a in self._descriptor.interfaces[0]):
+        interfaces = self._descriptor.interfaces
+        alts = interfaces[number] if 0 <= number < len(interfaces) else ()
+        if not any(a.alternate == alternate for a in alts):
             raise TransferFailed(-errno.EPIPE)
 
     def service(
@@ -384,23 +463,39 @@ class VirtualPrinter:
         """Finish a bulk transfer if the printer can; else when to ask again (None: on a kick)."""
         with self._lock:
             if endpoint & 0x80:
-                return self._service_in_locked(length, now)
+                return self._service_in_locked(endpoint, length, now)
+            if endpoint != self._out_ep:
+                # An extra interface's OUT endpoint: taken at once, kept apart.
+                self._received_at.setdefault(endpoint, bytearray()).extend(payload)
+                return Completion(0, len(payload))
             return self._service_out_locked(payload, started, now)
 
-    def _service_in_locked(self, length: int, now: float) -> Completion | float | None:
-        scripted = self._take_fault_locked("bulk-in")
-        if scripted is not None:
-            if scripted.fault is Fault.TIMEOUT:
-                return self._timeout_locked(scripted, now)
-            self._consume_locked(scripted)
-            return Completion(_bulk_status(scripted.fault))
-        if not self._to_host:
+    def _service_in_locked(
+        self, endpoint: int, length: int, now: float
+    ) -> Completion | float | None:
+        if endpoint == self._in_ep:
+            scripted = self._take_fault_locked("bulk-in")
+            if scripted is not None:
+                if scripted.fault is Fault.TIMEOUT:
+                    return self._timeout_locked(scripted, now)
+                self._consume_locked(scripted)
+                return Completion(_bulk_status(scripted.fault))
+        queue = self._queued_locked(endpoint)
+        if not queue:
             return None
-        chunk = self._to_host.popleft()
-        if len(chunk) > length:
-            self._to_host.appendleft(chunk[length:])
-            chunk = chunk[:length]
-        return Completion(0, len(chunk), chunk)
+        chunk = queue.popleft()
+        if len(chunk) <= length:
+            return Completion(0, len(chunk), chunk)
+        packet = self._packet.get(endpoint, 512)
+        if length % packet == 0:
+            queue.appendleft(chunk[length:])  # the buffer filled on a packet boundary
+            return Completion(0, length, chunk[:length])
+        # The packet that crosses the buffer's end does not fit: babble. The host keeps what
+        # fit; the rest of that packet is lost; later packets stay queued.
+        lost_to = min(len(chunk), (length // packet + 1) * packet)
+        if lost_to < len(chunk):
+            queue.appendleft(chunk[lost_to:])
+        return Completion(-errno.EOVERFLOW, length, chunk[:length])
 
     def _service_out_locked(
         self, payload: bytes, started: float, now: float
@@ -421,10 +516,47 @@ class VirtualPrinter:
             if scripted.fault is not Fault.SHORT:
                 return Completion(_bulk_status(scripted.fault))
             accepted = payload[: len(payload) // 2]
-        self._received += accepted
+        self._accept_locked(accepted)
         if self._free_buffers is not None:
             self._free_buffers -= 1  # each transfer fills one receive buffer, however short
         return Completion(0, len(accepted))
+
+    def _accept_locked(self, accepted: bytes) -> None:
+        self._received += accepted
+        if self.firmware is not None and accepted:
+            for reply in self.firmware.receive(bytes(accepted)):
+                if reply:
+                    self._to_host.append(bytes(reply))
+
+    def cut(self, endpoint: int, payload: bytes, started: float, now: float) -> int:
+        """A bulk OUT transfer cancelled at ``now`` (its timeout): accept what went.
+
+        What went is the whole packets the printer took by then: none while it NAKs (paper
+        out, off-line, suspended, held, a TIMEOUT fault), else as many as its throughput
+        moved since ``started + latency``.
+
+        Returns:
+            The count accepted (a prefix of ``payload``).
+
+        """
+        with self._lock:
+            if endpoint != self._out_ep or self._nak_locked():
+                return 0
+            if self.bytes_per_second is None:
+                return 0  # an instant printer completes at once or NAKs: never part-way
+            elapsed = now - started - self.latency
+            went = max(0, min(len(payload), int(elapsed * self.bytes_per_second)))
+            packet = self._packet[endpoint]
+            went -= went % packet
+            accepted = payload[:went]
+            self._accept_locked(accepted)
+            return len(accepted)
+
+    def _nak_locked(self) -> bool:
+        scripted = self._take_fault_locked("bulk-out")
+        timing_out = scripted is not None and scripted.fault is Fault.TIMEOUT
+        held = self._free_buffers == 0
+        return self._paper_out or self._offline or self._suspended or held or timing_out
 
     def _timeout_locked(self, scripted: _Scripted, now: float) -> float | None:
         if scripted.until is None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import array
+import ctypes
 import errno
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import libusb_package
 import pytest
 import usb.core
 import usb.util
@@ -19,7 +21,7 @@ from usblp_emu import EmulatorUsageError, VirtualPrinter, encode_device_id
 from usblp_emu._abi import REQ_GET_DEVICE_ID, REQ_GET_PORT_STATUS, REQ_SOFT_RESET
 from usblp_emu._pyusb._transport import find_printers
 from usblp_emu._virtual._backend import VirtualBackend
-from usblp_emu._virtual._libusb_errors import LIBUSB_ERRORS
+from usblp_emu._virtual._libusb_errors import LIBUSB_ERRORS, strerror
 
 OUT, IN = 0x01, 0x82
 GET_DEVICE_ID, GET_PORT_STATUS, SOFT_RESET = REQ_GET_DEVICE_ID, REQ_GET_PORT_STATUS, REQ_SOFT_RESET
@@ -177,10 +179,17 @@ def test_without_a_kernel_the_device_is_unconfigured_until_set():
         assert device.write(OUT, b"ok") == 2
 
 
-def test_libusb_error_table_matches_pyusbs():
+def test_libusb_error_table_matches_libusb_strerror_and_pyusbs_errnos():
+    # The messages are the real library's (libusb-package ships one), the errnos pyusb's.
+    lib = ctypes.CDLL(str(libusb_package.get_library_path()))
+    lib.libusb_strerror.restype = ctypes.c_char_p
+    lib.libusb_strerror.argtypes = [ctypes.c_int]
     for code, (message, number) in LIBUSB_ERRORS.items():
-        assert libusb1._str_error_map[code] == message
+        assert lib.libusb_strerror(code).decode() == message == strerror(code)
         assert libusb1._libusb_errno[code] == number
+    assert set(LIBUSB_ERRORS) == set(libusb1._libusb_errno) - {0}
+    assert strerror(0) == "Success"
+    assert strerror(-1234) == "Other error" == lib.libusb_strerror(-1234).decode()
 
 
 # -- the kernel driver --------------------------------------------------------------------------
@@ -439,14 +448,24 @@ def test_protocol_error_is_libusb_io(dev, printer):
 def test_bulk_read_of_read_back_data(dev, printer):
     printer.send_to_host(b"@PJL INFO STATUS\r\n")
     assert bytes(dev.read(IN, 512, 1000)) == b"@PJL INFO STATUS\r\n"
-    printer.send_to_host(b"0123456789")
-    buf = usb.util.create_buffer(4)
-    assert dev.read(IN, buf, 1000) == 4  # a transfer carries at most what was asked
-    assert bytes(buf) == b"0123"
-    assert bytes(dev.read(IN, 512, 1000)) == b"456789"
+    message = bytes(600)
+    printer.send_to_host(message)
+    assert len(dev.read(IN, 512, 1000)) == 512  # a transfer carries at most what was asked
+    assert len(dev.read(IN, 512, 1000)) == 88
     with pytest.raises(usb.core.USBTimeoutError) as info:
         dev.read(IN, 512, 20)
     assert_usb_error(info, TIMEOUT)
+
+
+def test_a_read_shorter_than_the_packet_is_an_overflow(dev, printer):
+    # libusb: the device sent a packet larger than the buffer's rest: LIBUSB_ERROR_OVERFLOW.
+    printer.send_to_host(b"0123456789")
+    printer.send_to_host(b"next")
+    with pytest.raises(usb.core.USBError) as info:
+        dev.read(IN, 4, 1000)
+    assert_usb_error(info, (-8, errno.EOVERFLOW))
+    assert info.value.errno == 75 and str(info.value) == "[Errno 75] Overflow"
+    assert bytes(dev.read(IN, 16, 1000)) == b"next"  # the overflowed packet's rest is lost
 
 
 def test_reading_an_endpoint_of_another_alt_setting_is_refused(backend):

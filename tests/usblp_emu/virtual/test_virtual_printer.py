@@ -265,14 +265,25 @@ def test_latency_and_rate_give_the_earliest_completion_time():
     assert printer.service(OUT, 50, b"x" * 50, 10.0, 11.0) == Completion(0, 50)
 
 
-def test_bulk_in_sends_queued_data_in_pieces_of_the_requested_length():
-    printer = VirtualPrinter()
+def test_bulk_in_splits_a_message_on_packet_boundaries():
+    printer = VirtualPrinter(speed="full")  # 64-byte packets
     assert printer.service(IN, 1024, b"", 0.0, 0.0) is None
-    printer.send_to_host(b"hello")
+    message = bytes(range(100))
+    printer.send_to_host(message)
     printer.send_to_host(b"!")
-    assert printer.service(IN, 3, b"", 0.0, 0.0) == Completion(0, 3, b"hel")
-    assert printer.service(IN, 1024, b"", 0.0, 0.0) == Completion(0, 2, b"lo")
+    assert printer.service(IN, 64, b"", 0.0, 0.0) == Completion(0, 64, message[:64])
+    assert printer.service(IN, 1024, b"", 0.0, 0.0) == Completion(0, 36, message[64:])
     assert printer.service(IN, 1024, b"", 0.0, 0.0) == Completion(0, 1, b"!")
+
+
+def test_a_buffer_that_ends_inside_a_packet_overflows_and_loses_the_packets_rest():
+    printer = VirtualPrinter(speed="full")
+    printer.send_to_host(bytes(range(100)))
+    printer.send_to_host(b"!")
+    # 3 bytes asked, a 64-byte packet came: babble, -EOVERFLOW, the packet's rest is gone.
+    assert printer.service(IN, 3, b"", 0.0, 0.0) == Completion(-errno.EOVERFLOW, 3, b"\0\1\2")
+    assert printer.service(IN, 1024, b"", 0.0, 0.0) == Completion(0, 36, bytes(range(64, 100)))
+    assert printer.service(IN, 3, b"", 0.0, 0.0) == Completion(0, 1, b"!")  # it fits
 
 
 def test_short_fault_accepts_half_the_bytes_once():
