@@ -6,9 +6,10 @@
 pyusb's libusb1 backend over Linux usbfs does, down to the libusb error code and errno of
 each failure. What is modelled, and from where:
 
-- The bus: one bus (1); a plugged printer gets the next free address in 2..127, round robin,
-  so an address is not reused until the bus wraps (the kernel's allocator; 1 is the root
-  hub), and the lowest free root-hub port.
+- The bus: one bus (1) with its root hub at address 1 (listed last, as libusb on Linux lists
+  devices newest first; the parent of every printer, the hub driver bound to it); a plugged
+  printer gets the next free address in 2..127, round robin, so an address is not reused
+  until the bus wraps (the kernel's allocator), and the lowest free root-hub port.
 - The kernel: with ``kernel_driver=True`` the kernel configured each device at plug time
   (configuration 1) and bound usblp to every printer interface (class 7/1, protocol 1-3 in
   alt setting 0). Claiming a bound interface fails EBUSY, as does setting the configuration
@@ -28,10 +29,17 @@ each failure. What is modelled, and from where:
   flight). A bulk transfer blocked at the unplug wakes and fails the same way. Descriptors
   stay readable (libusb caches them) and ``close_device`` never fails, so
   ``usb.util.dispose_resources`` is always safe.
-- Transfers: a bulk transfer completes whole (or as the printer's SHORT fault cuts it), so
-  one that times out moved nothing and raises USBTimeoutError; a stall also halts the
-  endpoint for GET_STATUS until CLEAR_FEATURE or ``clear_halt``. A failing control transfer
-  fails at once, never after its timeout. Closing a handle under a blocked transfer cancels
+- Transfers, as libusb's synchronous API gives them: a bulk OUT transfer that times out
+  reports the whole packets the printer took by then (pyusb returns that count when it is
+  not 0, and raises USBTimeoutError when it is); a read whose buffer ends inside the packet
+  that comes is LIBUSB_ERROR_OVERFLOW (errno 75); a stall also halts the endpoint for
+  GET_STATUS until CLEAR_FEATURE or ``clear_halt``. A control request the printer leaves
+  unanswered takes the transfer's timeout (hazard's clock: the explorer's mock clock under
+  it); other control failures are at once. Interrupt transfers go to the endpoints of the
+  printer's extra interfaces (an interrupt transfer to a bulk endpoint is refused: IO). A
+  high-speed device answers DEVICE_QUALIFIER and OTHER_SPEED_CONFIGURATION, a full-speed
+  one stalls them. :meth:`VirtualBackend.unplug_after` pulls a printer out after exactly N
+  more bytes. Closing a handle under a blocked transfer cancels
   it (LIBUSB_ERROR_IO, as libusb reports a cancelled synchronous transfer); calling a closed
   handle is an :class:`~usblp_emu.EmulatorUsageError` (undefined behaviour in libusb).
 
@@ -74,21 +82,23 @@ from usblp_emu._core._descriptors import AltSetting, Completion, DeviceDescripto
 from usblp_emu._errors import EmulatorUsageError
 from usblp_emu._usblp._ids import usblp_binds
 from usblp_emu._virtual._libusb_errors import (
+    FROM_ERRNO,
     LIBUSB_ERROR_BUSY,
     LIBUSB_ERROR_INVALID_PARAM,
     LIBUSB_ERROR_IO,
     LIBUSB_ERROR_NO_DEVICE,
     LIBUSB_ERROR_NOT_FOUND,
     LIBUSB_ERROR_OTHER,
-    LIBUSB_ERROR_OVERFLOW,
     LIBUSB_ERROR_TIMEOUT,
     code_for_errno,
     usb_error,
 )
-from usblp_emu._virtual._printer import VirtualPrinter
+from usblp_emu._virtual._printer import DeviceSilent, VirtualPrinter
 from usblp_emu._virtual._pyusb_descriptors import (
     DT_CONFIG,
     DT_DEVICE,
+    DT_DEVICE_QUALIFIER,
+    DT_OTHER_SPEED_CONFIG,
     DT_STRING,
     ConfigFields,
     DeviceFields,
@@ -97,13 +107,16 @@ from usblp_emu._virtual._pyusb_descriptors import (
     config_bytes,
     config_fields,
     device_bytes,
+    qualifier_bytes,
     string_bytes,
     string_table,
 )
+from usblp_emu._virtual._roothub import HUB_CLASS, RootHub
 
 __all__ = ["VirtualBackend"]
 
 BUS = 1
+_HUB_ADDRESS = 1
 _FIRST_ADDRESS, _LAST_ADDRESS = 2, 127  # 0 is the default address, 1 the root hub
 _MAX_INTERFACES = 32  # libusb's USB_MAXINTERFACES: larger numbers are INVALID_PARAM
 
@@ -112,11 +125,14 @@ _GET_STATUS, _CLEAR_FEATURE, _GET_DESCRIPTOR, _GET_CONFIGURATION, _GET_INTERFACE
 _RECIPIENT_DEVICE, _RECIPIENT_INTERFACE, _RECIPIENT_ENDPOINT = 0, 1, 2
 _TYPE_STANDARD, _TYPE_VENDOR = 0, 2
 _ENDPOINT_HALT = 0
+_INTERRUPT = 3
 
 
-def _usblp_binds(descriptor: DeviceDescriptor, alts: tuple[AltSetting, ...]) -> bool:
-    """Whether usblp's id table matches this interface (its alt setting 0)."""
+def _driver_binds(descriptor: DeviceDescriptor, alts: tuple[AltSetting, ...]) -> bool:
+    """Whether usblp's id table, or the hub driver, matches this interface (its alt 0)."""
     first = next((a for a in alts if a.alternate == 0), alts[0])
+    if first.interface_class == HUB_CLASS:
+        return True
     return usblp_binds(
         descriptor.vendor_id,
         descriptor.product_id,
@@ -137,20 +153,22 @@ class _Device:
     lock.
     """
 
-    printer: VirtualPrinter
+    printer: VirtualPrinter | RootHub
     descriptor: DeviceDescriptor
     fields: DeviceFields
     config: ConfigFields
     device_blob: bytes
     config_blob: bytes
+    other_speed_blob: bytes | None  # None: a full-speed device (it stalls the request)
     cond: Condition  # over the backend's lock: kicks and unplug wake blocked transfers
     configuration: int
-    bound: set[int]  # interface numbers usblp is bound to
+    bound: set[int]  # interface numbers a kernel driver (usblp, hub) is bound to
     alt: dict[int, int] = field(default_factory=dict)  # interface number -> current alt
     halted: set[int] = field(default_factory=set)  # endpoints that stalled, until cleared
     owners: dict[int, _Handle] = field(default_factory=dict)  # interface number -> claimant
     gone: bool = False
     first_error_pending: bool = True  # the next failure after the unplug is the first one
+    budget: int | None = None  # bytes to accept before the unplug_after() unplug
 
     def alts_of(self, number: int) -> tuple[AltSetting, ...] | None:
         """The alt settings of interface ``number`` in the active configuration, or None."""
@@ -159,6 +177,17 @@ class _Device:
         for alts in self.descriptor.interfaces:
             if alts and alts[0].number == number:
                 return alts
+        return None
+
+    def endpoint_type(self, endpoint: int) -> int | None:
+        """The transfer type (bmAttributes & 3) of ``endpoint`` in a current alt setting."""
+        number = self.interface_of(endpoint)
+        for alts in self.descriptor.interfaces if number is not None else ():
+            for alt in alts:
+                if alt.number == number and alt.alternate == self.alt.get(number, 0):
+                    for e in alt.endpoints:
+                        if e.address == endpoint:
+                            return e.attributes & 3
         return None
 
     def interface_of(self, endpoint: int) -> int | None:
@@ -226,6 +255,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
         self._devices: list[_Device] = []  # plugged, in plug order; guarded by _lock
         self._next_address = _FIRST_ADDRESS  # guarded by _lock
         self._deferred: list[tuple[_Handle, int | None]] = []  # guarded by _lock
+        self._hub = self._new_device(RootHub(), _HUB_ADDRESS, 0, configured=True)  # immutable
         for printer in printers:
             self.plug(printer)
 
@@ -267,37 +297,61 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
             address = self._free_address_locked()
             ports = {d.fields.port_number for d in self._devices}
             port = next(p for p in range(1, len(ports) + 2) if p not in ports)
-            descriptor = printer.descriptor
-            strings = string_table(descriptor)
-            fields = DeviceFields(
-                idVendor=descriptor.vendor_id,
-                idProduct=descriptor.product_id,
-                # Index 0 means "no string": pyusb then answers None without asking.
-                iManufacturer=1 if strings[0] else 0,
-                iProduct=2 if strings[1] else 0,
-                iSerialNumber=3 if strings[2] else 0,
-                bus=BUS,
-                address=address,
-                port_number=port,
-                port_numbers=(port,),
-            )
-            config = config_fields(descriptor)
-            configured = self._kernel_driver
-            device = _Device(
-                printer=printer,
-                descriptor=descriptor,
-                fields=fields,
-                config=config,
-                device_blob=device_bytes(fields),
-                config_blob=config_bytes(config.interfaces),
-                cond=Condition(self._lock, name=f"usb {BUS}-{address}"),
-                configuration=1 if configured else 0,
-                bound=self._probe(descriptor) if configured else set(),
-            )
+            device = self._new_device(printer, address, port, configured=self._kernel_driver)
             printer.connect(self._kicker(device))  # raises if plugged into another host
             self._next_address = address + 1 if address < _LAST_ADDRESS else _FIRST_ADDRESS
             self._devices.append(device)
         return BUS, address
+
+    def _new_device(
+        self, model: VirtualPrinter | RootHub, address: int, port: int, *, configured: bool
+    ) -> _Device:
+        """The bus's view of ``model`` at ``address`` on root port ``port`` (0: the hub)."""
+        descriptor = model.descriptor
+        info = model.usb_info
+        strings = string_table(descriptor)
+        hub = isinstance(model, RootHub)
+        fields = DeviceFields(
+            idVendor=descriptor.vendor_id,
+            idProduct=descriptor.product_id,
+            # Index 0 means "no string": pyusb then answers None without asking.
+            iManufacturer=1 if strings[0] else 0,
+            iProduct=2 if strings[1] else 0,
+            iSerialNumber=3 if strings[2] else 0,
+            bus=BUS,
+            address=address,
+            port_number=port,
+            port_numbers=(port,) if port else None,
+            speed=info.libusb_speed,
+            bcdUSB=info.bcd_usb,
+            bcdDevice=info.bcd_device,
+            bDeviceClass=HUB_CLASS if hub else 0,
+            bDeviceProtocol=1 if hub else 0,  # a hub with a single transaction translator
+        )
+        power, powered = info.max_power_ma, info.self_powered
+        interval = 12 if hub else 4  # 2^(12-1) microframes: a Linux root hub's 256 ms
+        config = config_fields(
+            descriptor, max_power_ma=power, self_powered=powered, interval=interval
+        )
+        blob_args = {"attributes": config.bmAttributes, "power": config.bMaxPower}
+        other = None
+        if info.speed == "high" and not hub:
+            slow = config_fields(
+                descriptor, max_power_ma=power, self_powered=powered, interval=1, packet=64
+            )
+            other = config_bytes(slow.interfaces, kind=DT_OTHER_SPEED_CONFIG, **blob_args)
+        return _Device(
+            printer=model,
+            descriptor=descriptor,
+            fields=fields,
+            config=config,
+            device_blob=device_bytes(fields),
+            config_blob=config_bytes(config.interfaces, **blob_args),
+            other_speed_blob=other,
+            cond=Condition(self._lock, name=f"usb {BUS}-{address}"),
+            configuration=1 if configured else 0,
+            bound=self._probe(descriptor) if configured or hub else set(),
+        )
 
     def _free_address_locked(self) -> int:
         used = {d.fields.address for d in self._devices}
@@ -309,13 +363,14 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
         raise EmulatorUsageError(f"bus {BUS} is full: {span} devices plugged in")
 
     def _probe(self, descriptor: DeviceDescriptor) -> set[int]:
-        """The interfaces usblp binds to when the configuration is set."""
-        if not self._kernel_driver:
+        """The interfaces a driver binds to when the configuration is set (usblp, hub)."""
+        hub = descriptor.interfaces[0][0].interface_class == HUB_CLASS
+        if not self._kernel_driver and not hub:
             return set()
         return {
             alts[0].number
             for alts in descriptor.interfaces
-            if alts and _usblp_binds(descriptor, alts)
+            if alts and _driver_binds(descriptor, alts)
         }
 
     def _kicker(self, device: _Device) -> Callable[[], None]:
@@ -336,11 +391,33 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
 
         """
         with self._locked():
+            self._unplug_locked(self._device_of_locked(printer))
+
+    def _unplug_locked(self, device: _Device) -> None:
+        self._devices.remove(device)
+        device.gone = True
+        device.printer.disconnect()
+        device.cond.notify_all()
+
+    def unplug_after(self, printer: VirtualPrinter, count: int) -> None:
+        """Pull ``printer`` out once it has accepted ``count`` more bytes on its bulk OUT.
+
+        The transfer that reaches the mark moves only the bytes up to it and fails as the
+        unplug makes it fail (LIBUSB_ERROR_NO_DEVICE, or ``first_unplug_error``); one that
+        ends exactly on it completes, and the printer is gone after it.
+
+        Raises:
+            EmulatorUsageError: ``count`` < 0, or the printer is not plugged in here.
+
+        """
+        if count < 0:
+            raise EmulatorUsageError(f"count must be >= 0 bytes, not {count!r}")
+        with self._locked():
             device = self._device_of_locked(printer)
-            self._devices.remove(device)
-            device.gone = True
-            printer.disconnect()
-            device.cond.notify_all()
+            if count == 0:
+                self._unplug_locked(device)
+            else:
+                device.budget = count
 
     def _device_of_locked(self, printer: VirtualPrinter) -> _Device:
         for device in self._devices:
@@ -363,7 +440,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
     def printers(self) -> tuple[VirtualPrinter, ...]:
         """The printers plugged in now, in plug order."""
         with self._locked():
-            return tuple(d.printer for d in self._devices)
+            return tuple(d.printer for d in self._devices if isinstance(d.printer, VirtualPrinter))
 
     def close(self) -> None:
         """Unplug every printer, so each can be plugged into another host."""
@@ -388,12 +465,13 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
     # -- enumeration and descriptors (pyusb's IBackend) ------------------------------------------
 
     def enumerate_devices(self) -> list[_Device]:
-        """The devices plugged in now (a snapshot)."""
+        """The devices plugged in now (a snapshot), the root hub last."""
         with self._locked():
-            return list(self._devices)
+            return [*self._devices, self._hub]
 
-    def get_parent(self, dev: _Device) -> None:
-        """No hub is modelled: every device hangs off the root hub, which is not listed."""
+    def get_parent(self, dev: _Device) -> _Device | None:
+        """The root hub for a printer; None for the root hub itself."""
+        return None if dev is self._hub else self._hub
 
     def get_device_descriptor(self, dev: _Device) -> DeviceFields:
         """The device descriptor's 14 fields plus bus, address, ports and speed."""
@@ -713,8 +791,8 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
 
         Standard requests are answered here (GET_DESCRIPTOR, GET_STATUS, GET_CONFIGURATION,
         GET_INTERFACE, CLEAR_FEATURE(ENDPOINT_HALT); any other stalls), class and vendor
-        requests by the printer. A control transfer the printer fails fails at once, without
-        waiting for ``timeout``.
+        requests by the printer. A request the printer leaves unanswered (its TIMEOUT fault)
+        takes ``timeout`` ms (0: until the printer answers again); other failures are at once.
 
         Raises:
             usb.core.USBError: PIPE for a stall, IO when usbfs refuses the recipient,
@@ -740,8 +818,8 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
                     raise TransferFailed(-errno.EPIPE)  # reserved type: the device stalls
                 else:
                     request: bytes | int = length if bmRequestType & 0x80 else payload
-                    answer = device.printer.control(
-                        bmRequestType, bRequest, wValue, wIndex, request
+                    answer = self._class_request_locked(
+                        device, (bmRequestType, bRequest, wValue, wIndex), request, timeout
                     )
             except TransferFailed as exc:
                 raise usb_error(code_for_errno(-exc.status)) from None
@@ -749,6 +827,24 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
             return length
         assert isinstance(answer, bytes)
         return _copy_into(data, answer)
+
+    def _class_request_locked(
+        self, device: _Device, setup: tuple[int, int, int, int], data: bytes | int, timeout: int
+    ) -> bytes | int:
+        """Ask the printer; when it stays silent, wait as libusb does (the lock released)."""
+        try:
+            return device.printer.control(*setup, data)
+        except DeviceSilent as silent:
+            limit = None if timeout == 0 else timeout / 1000
+            wait = silent.duration if limit is None else min(limit, silent.duration)
+            deadline = monotonic() + wait
+            while not device.gone and (left := deadline - monotonic()) > 0:
+                device.cond.wait(left)
+            if device.gone:
+                raise self._gone_locked(device) from None
+            if limit is not None and limit <= silent.duration:
+                raise TransferFailed(-errno.ETIMEDOUT) from None
+            return device.printer.control(*setup, data)  # it answers again
 
     def _control_allowed_locked(
         self, handle: _Handle, device: _Device, request_type: int, request: int, index: int
@@ -798,12 +894,13 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
             return 0
         raise TransferFailed(-errno.EPIPE)
 
-    # -- bulk transfers ----------------------------------------------------------------------
+    # -- bulk and interrupt transfers ---------------------------------------------------------
 
     def bulk_write(self, dev_handle: _Handle, ep: int, intf: int, data: Any, timeout: int) -> int:
         """Send ``data`` (an array) to bulk OUT endpoint ``ep``; return the count accepted.
 
-        ``timeout`` is in milliseconds, 0 for ever.
+        ``timeout`` is in milliseconds, 0 for ever. A timeout that cut the transfer returns
+        the count that went, as pyusb's libusb1 backend does.
 
         Raises:
             usb.core.USBTimeoutError: nothing was accepted in time.
@@ -811,43 +908,72 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
                 endpoint), NO_DEVICE or the first-unplug error.
 
         """
-        with memoryview(data) as raw:
-            payload = raw.tobytes()
-        done = self._bulk(dev_handle, ep, len(payload), payload, timeout, out=True)
-        return done.actual
+        return _pyusb_count(*self.transfer(dev_handle, ep, data, timeout))
 
     def bulk_read(self, dev_handle: _Handle, ep: int, intf: int, buff: Any, timeout: int) -> int:
         """Read from bulk IN endpoint ``ep`` into ``buff`` (an array) in place; return the count.
 
         Raises:
             usb.core.USBTimeoutError: nothing came in time.
-            usb.core.USBError: as for :meth:`bulk_write`; OVERFLOW if the device sent more
-                than ``buff`` holds.
+            usb.core.USBError: as for :meth:`bulk_write`; OVERFLOW if the packet that came
+                did not fit in what was left of ``buff``.
 
         """
+        return _pyusb_count(*self.transfer(dev_handle, ep, buff, timeout))
+
+    def intr_write(self, dev_handle: _Handle, ep: int, intf: int, data: Any, timeout: int) -> int:
+        """An interrupt OUT transfer (as :meth:`bulk_write`)."""
+        return _pyusb_count(*self.transfer(dev_handle, ep, data, timeout, interrupt=True))
+
+    def intr_read(self, dev_handle: _Handle, ep: int, intf: int, buff: Any, timeout: int) -> int:
+        """An interrupt IN transfer into ``buff`` (as :meth:`bulk_read`)."""
+        return _pyusb_count(*self.transfer(dev_handle, ep, buff, timeout, interrupt=True))
+
+    def transfer(
+        self, handle: _Handle, ep: int, buff: Any, timeout: int, *, interrupt: bool = False
+    ) -> tuple[int, int]:
+        """A synchronous bulk or interrupt transfer, as libusb's returns it.
+
+        ``buff`` (an array or any writable buffer) is sent for OUT, filled for IN.
+
+        Returns:
+            (libusb code, bytes transferred): the code is 0 or the failure, and the count is
+            meaningful with a failure too (a timeout or an unplug that cut the transfer).
+
+        Raises:
+            usb.core.USBError: a failure before anything was submitted (a closed handle's
+                EmulatorUsageError aside): INVALID_PARAM, IO (usbfs refused the endpoint),
+                NO_DEVICE.
+
+        """
+        out = not ep & 0x80
         with memoryview(buff) as raw:
             length = raw.nbytes
-        done = self._bulk(dev_handle, ep, length, b"", timeout, out=False)
-        return _copy_into(buff, done.data)
-
-    def _bulk(
-        self, handle: _Handle, ep: int, length: int, payload: bytes, timeout: int, *, out: bool
-    ) -> Completion:
+            payload = raw.tobytes() if out else b""
         with self._locked():
             device = self._live_locked(handle)
-            if bool(ep & 0x80) == out:
-                raise usb_error(LIBUSB_ERROR_INVALID_PARAM)
+            kind = device.endpoint_type(ep)
             number = device.interface_of(ep)
             if number is None or not self._checkintf_locked(handle, device, number):
                 raise usb_error(LIBUSB_ERROR_IO)  # usbfs refused the URB
-            result = self._run_locked(handle, device, ep, length, payload, timeout)
-            if result.status:
-                if result.status == -errno.EPIPE:
-                    device.halted.add(ep)  # reported by GET_STATUS until cleared
-                raise usb_error(code_for_errno(-result.status))
-            if not out and len(result.data) > length:
-                raise usb_error(LIBUSB_ERROR_OVERFLOW)
-        return result
+            if interrupt and kind != _INTERRUPT:
+                raise usb_error(LIBUSB_ERROR_IO)  # usbfs: EINVAL for that endpoint type
+            cut = out and device.budget is not None and len(payload) >= device.budget
+            if cut and device.budget is not None:
+                payload = payload[: device.budget]  # the cable goes after the last of these
+            size = len(payload) if out else length
+            result = self._run_locked(handle, device, ep, size, payload, timeout)
+            if cut and not result.status and result.actual == len(payload):
+                self._unplug_locked(device)
+                if len(payload) < length:
+                    return self._gone_locked(device).backend_error_code, result.actual
+            elif out and device.budget is not None:
+                device.budget -= result.actual
+            if result.status == -errno.EPIPE:
+                device.halted.add(ep)  # reported by GET_STATUS until cleared
+            code = code_for_errno(-result.status) if result.status else 0
+            count = result.actual if out else _copy_into(buff, result.data)
+        return code, count
 
     def _run_locked(
         self, handle: _Handle, device: _Device, ep: int, length: int, payload: bytes, timeout: int
@@ -861,21 +987,21 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
                 # Unplugged while we waited: the URB dies with the device. This comes first:
                 # a driver often closes its handle on unplug before we wake.
                 printer.cancel(ep, started)
-                raise self._gone_locked(device)
+                return Completion(-_errno_of(self._gone_locked(device)))
             if handle.closed:
                 # Another thread closed the handle under us: libusb cancels the transfer, and
                 # a cancelled synchronous transfer returns LIBUSB_ERROR_IO.
                 printer.cancel(ep, started)
-                raise usb_error(LIBUSB_ERROR_IO)
+                return Completion(-errno.EIO)
             now = monotonic()
             result = printer.service(ep, length, payload, started, now)
             if isinstance(result, Completion):
                 return result
             if deadline is not None and now >= deadline:
-                printer.cancel(ep, started)  # libusb cancels a transfer that timed out
-                # The model moves bytes only when a transfer completes, so a timed-out one
-                # moved none: libusb1's backend then raises rather than return a count.
-                raise usb_error(LIBUSB_ERROR_TIMEOUT)
+                # libusb cancels a transfer that timed out; the packets that went stay gone.
+                went = printer.cut(ep, payload, started, now) if payload else 0
+                printer.cancel(ep, started)
+                return Completion(-errno.ETIMEDOUT, went)
             wake = result
             if deadline is not None:
                 wake = deadline if wake is None else min(wake, deadline)
@@ -885,14 +1011,36 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
                 device.cond.wait(wake - now)
 
 
+def _errno_of(exc: usb.core.USBError) -> int:
+    """The kernel errno Linux libusb maps to this error's libusb code."""
+    code = exc.backend_error_code
+    return next(number for number, c in FROM_ERRNO.items() if c == code)
+
+
+def _pyusb_count(code: int, count: int) -> int:
+    """What pyusb's libusb1 backend makes of a transfer's (code, count)."""
+    # libusb1.py: "do not assume LIBUSB_ERROR_TIMEOUT means no I/O".
+    if code and not (code == LIBUSB_ERROR_TIMEOUT and count):
+        raise usb_error(code)
+    return count
+
+
 def _get_descriptor(device: _Device, value: int) -> bytes:
-    """GET_DESCRIPTOR(device, configuration 0 or a string); the device stalls otherwise."""
+    """GET_DESCRIPTOR of the device, configuration 0, strings (and more at high speed).
+
+    A high-speed device also answers DEVICE_QUALIFIER and OTHER_SPEED_CONFIGURATION; the
+    device stalls anything else.
+    """
     kind, number = value >> 8, value & 0xFF
     answer: bytes | None = None
     if kind == DT_DEVICE:
         answer = device.device_blob
     elif kind == DT_CONFIG and number == 0:
         answer = device.config_blob
+    elif kind == DT_DEVICE_QUALIFIER and device.other_speed_blob is not None:
+        answer = qualifier_bytes(device.fields)  # a high-speed device: at full speed it would be
+    elif kind == DT_OTHER_SPEED_CONFIG and number == 0:
+        answer = device.other_speed_blob
     elif kind == DT_STRING:
         answer = string_bytes(device.descriptor, number)
     if answer is None:

@@ -46,7 +46,7 @@ from usblp_emu._errors import EmulatorUsageError
 from usblp_emu._virtual._firmware import Firmware
 from usblp_emu._virtual._layout import SPEEDS, ExtraInterface, UsbInfo, printer_layout
 
-__all__ = ["DEFAULT_DEVICE_ID", "Fault", "VirtualPrinter", "encode_device_id"]
+__all__ = ["DEFAULT_DEVICE_ID", "DeviceSilent", "Fault", "VirtualPrinter", "encode_device_id"]
 
 DEFAULT_DEVICE_ID = "MFG:Acme;MDL:Laser 1;CMD:PCL,PJL;CLS:PRINTER;"
 
@@ -56,6 +56,18 @@ _GET_PORT_STATUS = (RT_CLASS_IN, REQ_GET_PORT_STATUS)
 # usblp sends 0x23; the class spec says 0x21
 _SOFT_RESET = {(RT_SOFT_RESET_USBLP, REQ_SOFT_RESET), (RT_CLASS_OUT, REQ_SOFT_RESET)}
 _HP_CHANNEL = (USB_DIR_IN | USB_TYPE_VENDOR | USB_RECIP_INTERFACE, REQ_HP_CHANNEL_CHANGE_REQUEST)
+
+
+class DeviceSilent(TransferFailed):
+    """A control request the printer leaves unanswered for ``duration`` seconds (-ETIMEDOUT).
+
+    The emulated USB core reports it at once; VirtualBackend waits as libusb does: the
+    transfer's timeout, or ``duration`` and then asks again.
+    """
+
+    def __init__(self, duration: float) -> None:
+        super().__init__(-errno.ETIMEDOUT)
+        self.duration = duration
 
 
 class Fault(enum.Enum):
@@ -432,6 +444,8 @@ class VirtualPrinter:
             scripted = self._take_fault_locked("control")
             if scripted is not None:
                 self._consume_locked(scripted)
+                if scripted.fault is Fault.TIMEOUT:
+                    raise DeviceSilent(scripted.duration)
                 raise TransferFailed(_control_status(scripted.fault))
             key = (request_type, request)
             if key == _GET_DEVICE_ID:

@@ -15,8 +15,10 @@ from usblp_emu._core._descriptors import DeviceDescriptor
 __all__ = [
     "DT_CONFIG",
     "DT_DEVICE",
+    "DT_DEVICE_QUALIFIER",
     "DT_ENDPOINT",
     "DT_INTERFACE",
+    "DT_OTHER_SPEED_CONFIG",
     "DT_STRING",
     "LANGID_EN_US",
     "LIBUSB_SPEED_HIGH",
@@ -28,6 +30,7 @@ __all__ = [
     "config_bytes",
     "config_fields",
     "device_bytes",
+    "qualifier_bytes",
     "string_bytes",
     "string_table",
 ]
@@ -36,8 +39,9 @@ LIBUSB_SPEED_HIGH = 3  # 512-byte bulk packets: a high-speed device
 LANGID_EN_US = 0x0409
 STRING_MAX = 252  # UTF-16 bytes in a string descriptor (bLength is one byte, and even)
 DT_DEVICE, DT_CONFIG, DT_STRING, DT_INTERFACE, DT_ENDPOINT = 1, 2, 3, 4, 5
-_SELF_POWERED = 0xC0  # bmAttributes: bit 7 reserved (set), bit 6 self-powered
-_MAX_POWER = 1  # bMaxPower, in 2 mA units: a printer powers itself
+DT_DEVICE_QUALIFIER, DT_OTHER_SPEED_CONFIG = 6, 7
+_RESERVED, _SELF_POWERED = 0x80, 0x40  # bmAttributes: bit 7 reserved (set), bit 6 self-powered
+_INTERRUPT = 3
 
 # -- descriptors -------------------------------------------------------------------------------
 # pyusb reads these objects' attributes: the libusb structure fields under their USB names, plus
@@ -82,8 +86,8 @@ class ConfigFields:
     bDescriptorType: int = DT_CONFIG
     bConfigurationValue: int = 1
     iConfiguration: int = 0
-    bmAttributes: int = _SELF_POWERED
-    bMaxPower: int = _MAX_POWER
+    bmAttributes: int = _RESERVED | _SELF_POWERED
+    bMaxPower: int = 1  # in 2 mA units: a printer powers itself
     extra_descriptors: tuple[int, ...] = ()
 
 
@@ -97,7 +101,7 @@ class DeviceFields:
     bus: int
     address: int
     port_number: int
-    port_numbers: tuple[int, ...]
+    port_numbers: tuple[int, ...] | None  # None for a root hub, as libusb1 reports it
     speed: int = LIBUSB_SPEED_HIGH
     bLength: int = 18
     bDescriptorType: int = DT_DEVICE
@@ -115,7 +119,25 @@ def string_table(descriptor: DeviceDescriptor) -> tuple[str, str, str]:
     return descriptor.manufacturer, descriptor.product, descriptor.serial
 
 
-def config_fields(descriptor: DeviceDescriptor) -> ConfigFields:
+def config_fields(
+    descriptor: DeviceDescriptor,
+    *,
+    max_power_ma: int = 2,
+    self_powered: bool = True,
+    interval: int = 4,
+    packet: int | None = None,
+) -> ConfigFields:
+    """The configuration as libusb parses it.
+
+    Args:
+        descriptor: the device's interfaces.
+        max_power_ma: bMaxPower, in mA (rounded up to its 2 mA units).
+        self_powered: bmAttributes' self-powered bit.
+        interval: bInterval of the interrupt endpoints.
+        packet: every bulk endpoint's wMaxPacketSize instead of its own (the other speed's
+            configuration).
+
+    """
     interfaces = tuple(
         tuple(
             InterfaceFields(
@@ -126,19 +148,42 @@ def config_fields(descriptor: DeviceDescriptor) -> ConfigFields:
                 bInterfaceSubClass=alt.interface_subclass,
                 bInterfaceProtocol=alt.interface_protocol,
                 endpoints=tuple(
-                    EndpointFields(ep.address, ep.attributes, ep.max_packet) for ep in alt.endpoints
+                    EndpointFields(
+                        ep.address,
+                        ep.attributes,
+                        packet
+                        if packet is not None and ep.attributes & 3 != _INTERRUPT
+                        else ep.max_packet,
+                        bInterval=interval if ep.attributes & 3 == _INTERRUPT else 0,
+                    )
+                    for ep in alt.endpoints
                 ),
             )
             for alt in alts
         )
         for alts in descriptor.interfaces
     )
+    attributes = _RESERVED | (_SELF_POWERED if self_powered else 0)
+    power = (max_power_ma + 1) // 2
     # Measured on what GET_DESCRIPTOR sends, so the two can never disagree.
     total = len(config_bytes(interfaces))
-    return ConfigFields(wTotalLength=total, bNumInterfaces=len(interfaces), interfaces=interfaces)
+    return ConfigFields(
+        wTotalLength=total,
+        bNumInterfaces=len(interfaces),
+        interfaces=interfaces,
+        bmAttributes=attributes,
+        bMaxPower=power,
+    )
 
 
-def config_bytes(interfaces: tuple[tuple[InterfaceFields, ...], ...]) -> bytes:
+def config_bytes(
+    interfaces: tuple[tuple[InterfaceFields, ...], ...],
+    *,
+    attributes: int = _RESERVED | _SELF_POWERED,
+    power: int = 1,
+    kind: int = DT_CONFIG,
+) -> bytes:
+    """The configuration descriptor's wire bytes (``kind``: DT_OTHER_SPEED_CONFIG too)."""
     body = b"".join(
         struct.pack(
             "<9B",
@@ -170,15 +215,31 @@ def config_bytes(interfaces: tuple[tuple[InterfaceFields, ...], ...]) -> bytes:
     header = struct.pack(
         "<2BH5B",
         9,
-        DT_CONFIG,
+        kind,
         9 + len(body),  # wTotalLength
         len(interfaces),
         1,  # bConfigurationValue
         0,  # iConfiguration
-        _SELF_POWERED,
-        _MAX_POWER,
+        attributes,
+        power,
     )
     return header + body
+
+
+def qualifier_bytes(fields: DeviceFields) -> bytes:
+    """DEVICE_QUALIFIER: how a high-speed device would look at the other speed."""
+    return struct.pack(
+        "<2BH6B",
+        10,
+        DT_DEVICE_QUALIFIER,
+        fields.bcdUSB,
+        fields.bDeviceClass,
+        fields.bDeviceSubClass,
+        fields.bDeviceProtocol,
+        64,  # bMaxPacketSize0 at full speed
+        fields.bNumConfigurations,
+        0,  # bReserved
+    )
 
 
 def device_bytes(fields: DeviceFields) -> bytes:

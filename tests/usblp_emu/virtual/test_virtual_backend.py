@@ -84,7 +84,8 @@ def test_find_by_interface_class_over_every_configuration_and_alt_setting():
     scanner = VirtualPrinter(serial="NOTAPRINTER", interface_class=0xFF)
     with VirtualBackend([laser, scanner]) as bus:
         everything = list(usb.core.find(find_all=True, backend=bus))
-        assert len(everything) == 2
+        assert len(everything) == 3  # and the root hub, last
+        assert (everything[-1].idVendor, everything[-1].idProduct) == (0x1D6B, 0x0002)
         found = printers_on(bus)
         assert [d.serial_number for d in found] == ["LASER"]
         (device,) = found
@@ -122,7 +123,9 @@ def test_device_descriptor_fields(backend):
     assert (device.bus, device.address) == backend.bus_address(backend.printers[0])
     assert device.port_numbers == (device.port_number,)
     assert device.speed == 3  # LIBUSB_SPEED_HIGH
-    assert device.parent is None
+    hub = device.parent  # the root hub, as libusb on Linux has it
+    assert (hub.idVendor, hub.idProduct, hub.bDeviceClass, hub.address) == (0x1D6B, 2, 9, 1)
+    assert hub.parent is None and hub.port_numbers is None
 
 
 def test_descriptors_on_the_wire_match_the_parsed_ones(backend):
