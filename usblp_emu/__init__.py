@@ -3,7 +3,8 @@
 A USB core, the usblp driver's real paths and five interchangeable lifetime strategies, on an
 emulated heap that reports use-after-free, double free and leaks; virtual printers to plug
 and unplug from any thread, and real printers through pyusb (or virtual ones through
-:class:`VirtualBackend`, a pure-Python pyusb backend)::
+:class:`VirtualBackend`, a pure-Python pyusb backend, and :func:`virtual_usb`, which makes
+them what unchanged pyusb programs find)::
 
     from usblp_emu import Host, VirtualPrinter
     host = Host(strategy="hazard")
@@ -88,6 +89,14 @@ _EXPORTS: dict[str, str] = {
     "CORRECT_STRATEGIES": "usblp_emu._usblp._strategies",
     "STRATEGIES": "usblp_emu._usblp._strategies",
     "VirtualBackend": "usblp_emu._virtual._backend",
+    "BrotherQLStatus": "usblp_emu._virtual._firmware",
+    "DymoStatus": "usblp_emu._virtual._firmware",
+    "EscPosStatus": "usblp_emu._virtual._firmware",
+    "Firmware": "usblp_emu._virtual._firmware",
+    "PaperState": "usblp_emu._virtual._firmware",
+    "PjlStatus": "usblp_emu._virtual._firmware",
+    "virtual_usb": "usblp_emu._virtual._install",
+    "ExtraInterface": "usblp_emu._virtual._layout",
     "DEFAULT_DEVICE_ID": "usblp_emu._virtual._printer",
     "Fault": "usblp_emu._virtual._printer",
     "VirtualPrinter": "usblp_emu._virtual._printer",
@@ -156,6 +165,14 @@ if _typing.TYPE_CHECKING:
     from usblp_emu._usblp._strategies import CORRECT_STRATEGIES as CORRECT_STRATEGIES
     from usblp_emu._usblp._strategies import STRATEGIES as STRATEGIES
     from usblp_emu._virtual._backend import VirtualBackend as VirtualBackend
+    from usblp_emu._virtual._firmware import BrotherQLStatus as BrotherQLStatus
+    from usblp_emu._virtual._firmware import DymoStatus as DymoStatus
+    from usblp_emu._virtual._firmware import EscPosStatus as EscPosStatus
+    from usblp_emu._virtual._firmware import Firmware as Firmware
+    from usblp_emu._virtual._firmware import PaperState as PaperState
+    from usblp_emu._virtual._firmware import PjlStatus as PjlStatus
+    from usblp_emu._virtual._install import virtual_usb as virtual_usb
+    from usblp_emu._virtual._layout import ExtraInterface as ExtraInterface
     from usblp_emu._virtual._printer import DEFAULT_DEVICE_ID as DEFAULT_DEVICE_ID
     from usblp_emu._virtual._printer import Fault as Fault
     from usblp_emu._virtual._printer import VirtualPrinter as VirtualPrinter
