@@ -34,6 +34,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "pyusb": ("usblp_emu._pyusb",),
     "check": ("usblp_emu._check",),
     "bench": ("usblp_emu._bench",),
+    "plugin": ("usblp_emu._plugin",),  # the pytest plugin: virtual printers for a test
     "cli": ("usblp_emu._cli", "usblp_emu.__main__"),
     "api": ("usblp_emu$",),  # the package itself (``$``: this module only): the public names
     # Runs in the QEMU guest: the standard library and _abi. The differential's guest side
@@ -60,6 +61,7 @@ ALLOWED: dict[str, set[str]] = {
     "pyusb": {"hazard", "abi", "vocabulary", "core", *PYUSB},
     "check": {"hazard", "abi", "vocabulary", "core", "driver", "host", "virtual"},
     "bench": {"hazard", "abi", "vocabulary", "driver", "host", "virtual", "matplotlib", *RICH},
+    "plugin": {"hazard", "abi", "vocabulary", "core", "virtual", "pytest", "usb"},
     "cli": {
         "hazard",
         "abi",

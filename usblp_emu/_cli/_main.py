@@ -42,11 +42,12 @@ from usblp_emu._cli._common import (
 from usblp_emu._cli._explore import add_explore
 from usblp_emu._cli._print import add_print_commands
 from usblp_emu._cli._printers import add_usb_commands, problem_text
+from usblp_emu._cli._run import add_run
 from usblp_emu._cli._stress import add_stress
 from usblp_emu._errors import DeviceError, EmulatorUsageError
 from usblp_emu._pyusb._transport import translate_usb_error
 
-COMMANDS = "stress, explore, bench, list, info, print, watch or doctor"
+COMMANDS = "stress, explore, bench, list, info, print, watch, doctor or run"
 
 __all__ = ["EXIT_RULE", "CliError", "build_parser", "exit_status", "fail", "main"]
 
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     add_usb_commands(sub)
     add_print_commands(sub)
+    add_run(sub)
     return parser
 
 

@@ -71,7 +71,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import usb.backend
 import usb.core
@@ -113,7 +113,7 @@ from usblp_emu._virtual._pyusb_descriptors import (
 )
 from usblp_emu._virtual._roothub import HUB_CLASS, RootHub
 
-__all__ = ["VirtualBackend"]
+__all__ = ["KernelDriver", "VirtualBackend"]
 
 BUS = 1
 _HUB_ADDRESS = 1
@@ -140,6 +140,21 @@ def _driver_binds(descriptor: DeviceDescriptor, alts: tuple[AltSetting, ...]) ->
         first.interface_subclass,
         first.interface_protocol,
     )
+
+
+class KernelDriver(Protocol):
+    """Told when the emulated kernel binds or unbinds its driver on a printer interface.
+
+    Called on the thread that made the change (a plug, an unplug, a program's detach or
+    attach, a new configuration), after the backend's lock is released and before that call
+    returns, one call at a time, in order.
+    """
+
+    def bind(self, printer: VirtualPrinter, interface: int) -> None:
+        """The kernel bound usblp to ``interface`` of ``printer`` (its probe runs)."""
+
+    def unbind(self, printer: VirtualPrinter, interface: int) -> None:
+        """The kernel unbound usblp from it (its disconnect runs)."""
 
 
 # -- the bus's view of a device, and handles -----------------------------------------------------
@@ -230,6 +245,8 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
         first_unplug_error: the errno of the first failure after an unplug (later ones are
             ENODEV); EIO emulates real hosts and dummy_hcd. Mapped to a libusb code as
             Linux libusb would (EIO and EPROTO -> LIBUSB_ERROR_IO).
+        kernel: told of every bind and unbind of the kernel's driver on a printer interface
+            (``usblp-emu run`` runs the emulated usblp there, on its heap).
 
     Raises:
         EmulatorUsageError: ``first_unplug_error`` is not a positive errno, or a printer is
@@ -243,6 +260,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
         *,
         kernel_driver: bool = True,
         first_unplug_error: int = errno.ENODEV,
+        kernel: KernelDriver | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(first_unplug_error, int) or first_unplug_error <= 0:
@@ -255,6 +273,9 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
         self._devices: list[_Device] = []  # plugged, in plug order; guarded by _lock
         self._next_address = _FIRST_ADDRESS  # guarded by _lock
         self._deferred: list[tuple[_Handle, int | None]] = []  # guarded by _lock
+        self._kernel = kernel  # immutable
+        self._events: list[tuple[VirtualPrinter, int, bool]] = []  # guarded by _lock
+        self._kernel_lock = Lock("virtual-backend.kernel")  # one driver call at a time
         self._hub = self._new_device(RootHub(), _HUB_ADDRESS, 0, configured=True)  # immutable
         for printer in printers:
             self.plug(printer)
@@ -277,6 +298,30 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
                         self._release_quietly_locked(handle, number)
             finally:
                 self._lock.release()
+            if self._kernel is not None:
+                self._tell_kernel()
+
+    def _tell_kernel(self) -> None:
+        """Run the bind and unbind calls queued under the lock, in order."""
+        assert self._kernel is not None
+        with self._kernel_lock:
+            while True:
+                with self._lock:
+                    if not self._events:
+                        return
+                    printer, number, bound = self._events.pop(0)
+                if bound:
+                    self._kernel.bind(printer, number)
+                else:
+                    self._kernel.unbind(printer, number)
+
+    def _set_bound_locked(self, device: _Device, bound: set[int]) -> None:
+        """Change which interfaces the driver holds, queuing the kernel's calls."""
+        if isinstance(device.printer, VirtualPrinter):
+            printer = device.printer
+            self._events += [(printer, n, False) for n in sorted(device.bound - bound)]
+            self._events += [(printer, n, True) for n in sorted(bound - device.bound)]
+        device.bound = bound
 
     # -- the bus -----------------------------------------------------------------------------
 
@@ -299,6 +344,8 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
             port = next(p for p in range(1, len(ports) + 2) if p not in ports)
             device = self._new_device(printer, address, port, configured=self._kernel_driver)
             printer.connect(self._kicker(device))  # raises if plugged into another host
+            bound, device.bound = device.bound, set()
+            self._set_bound_locked(device, bound)  # the kernel probes at enumeration
             self._next_address = address + 1 if address < _LAST_ADDRESS else _FIRST_ADDRESS
             self._devices.append(device)
         return BUS, address
@@ -394,6 +441,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
             self._unplug_locked(self._device_of_locked(printer))
 
     def _unplug_locked(self, device: _Device) -> None:
+        self._set_bound_locked(device, set())  # the driver's disconnect runs
         self._devices.remove(device)
         device.gone = True
         device.printer.disconnect()
@@ -593,7 +641,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
             if value != device.configuration:
                 # A new configuration has new interfaces, and the kernel probes drivers for
                 # them; the same one again is only a lightweight reset (no re-probe).
-                device.bound = self._probe(device.descriptor) if value else set()
+                self._set_bound_locked(device, self._probe(device.descriptor) if value else set())
             device.configuration = value
             device.alt.clear()
             device.halted.clear()
@@ -701,7 +749,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
             self._check_driver_ioctl_locked(device, intf)
             if intf in device.owners or intf not in device.bound:
                 raise usb_error(LIBUSB_ERROR_NOT_FOUND)
-            device.bound.discard(intf)
+            self._set_bound_locked(device, device.bound - {intf})
             device.reset_interface(intf)
 
     def attach_kernel_driver(self, dev_handle: _Handle, intf: int) -> None:
@@ -720,7 +768,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
                 raise usb_error(LIBUSB_ERROR_BUSY)
             if intf not in self._probe(device.descriptor):
                 raise usb_error(LIBUSB_ERROR_NOT_FOUND)
-            device.bound.add(intf)
+            self._set_bound_locked(device, device.bound | {intf})
 
     def _check_driver_ioctl_locked(self, device: _Device, number: int) -> None:
         if device.configuration == 0:

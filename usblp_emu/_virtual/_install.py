@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from usb.backend import libusb1
 
 from usblp_emu._errors import EmulatorUsageError
-from usblp_emu._virtual._backend import VirtualBackend
+from usblp_emu._virtual._backend import KernelDriver, VirtualBackend
 from usblp_emu._virtual._libusb import VirtualLibusb
 from usblp_emu._virtual._printer import VirtualPrinter
 
@@ -40,6 +40,7 @@ def virtual_usb(
     *,
     kernel_driver: bool = True,
     first_unplug_error: int = errno.ENODEV,
+    kernel: KernelDriver | None = None,
 ) -> Iterator[VirtualBackend]:
     r"""Make ``printers`` what pyusb's default backend finds, until the block ends.
 
@@ -48,6 +49,8 @@ def virtual_usb(
         kernel_driver: usblp is bound to each printer interface, as on a desktop Linux
             (programs must detach it); False: unconfigured, no driver.
         first_unplug_error: the errno of the first failure after an unplug (see
+            :class:`VirtualBackend`).
+        kernel: told of each bind and unbind of the kernel's driver (see
             :class:`VirtualBackend`).
 
     Yields:
@@ -67,7 +70,7 @@ def virtual_usb(
     if not hasattr(libusb1, "_lib_object") or not hasattr(libusb1, "_LibUSB"):
         raise EmulatorUsageError("this pyusb has no libusb1 backend cache to fill (pyusb >= 1.2)")
     bus = VirtualBackend(
-        printers, kernel_driver=kernel_driver, first_unplug_error=first_unplug_error
+        printers, kernel_driver=kernel_driver, first_unplug_error=first_unplug_error, kernel=kernel
     )
     lib = VirtualLibusb(bus)
     saved = (libusb1._lib, libusb1._lib_object)
