@@ -155,7 +155,7 @@ def test_ptouch_prints_byte_exact(virtual_usb):
 
     base: Any = ptouch.Connection
 
-    class Collect(base):  # ptouch's own connection interface, offline
+    class Collect(base):  # type: ignore[misc]  # ptouch's own connection interface, offline
         def __init__(self) -> None:
             self.data = bytearray()
 

@@ -118,10 +118,24 @@ def test_doctor_on_virtual_printers(capsys):
         for f in report["findings"]
     }
     assert "VirtualBackend" in details["USB backend"]
-    assert details["driver"] == "usblp on interface 0"
+    assert details["driver"] == "usblp on interface 0 (emulated; detached while used)"
     assert details["ID"].startswith("MFG:Acme;MDL:Laser 1;")
+    # Nothing that only applies to a real machine (CUPS jobs waiting, permissions, holders).
+    assert [f for f in report["findings"] if f["level"] != "ok"] == []
+    assert not any("CUPS" in f["remedy"] or "permissions" in f["check"] for f in report["findings"])
     status, out, _ = run(capsys, "--virtual", "1", "doctor")
     assert status == 0 and "doctor" in out
+
+
+def test_info_with_several_printers_names_the_positional_device(capsys):
+    status, out, err = run(capsys, "--virtual", "2", "info")
+    assert status == 2 and out == ""
+    assert err.strip() == (
+        "usblp-emu: error: 2 printers found; choose one with usblp-emu info DEVICE "
+        "(1:2 serial VP0001, 1:3 serial VP0002)"
+    )
+    status, out, _ = run(capsys, "--virtual", "2", "info", "VP0002", "--json")
+    assert status == 0 and json.loads(out)["serial"] == "VP0002"
 
 
 def test_watch_reports_arrivals_departures_and_returns(capsys):
