@@ -94,17 +94,17 @@ def direct(printer: VirtualPrinter) -> Iterator[usb.core.Device]:
         yield usb.core.find(backend=bus, idProduct=printer.descriptor.product_id)
 
 
-def outcome(action: Callable[[], object]) -> object:
+def outcome(action: Callable[[], object]) -> Any:
     try:
         return ("ok", action())
     except usb.core.USBError as exc:
         return (type(exc).__name__, exc.backend_error_code, exc.errno, exc.strerror)
 
 
-def scenario(dev: usb.core.Device, printer: VirtualPrinter) -> list[object]:
+def scenario(dev: usb.core.Device, printer: VirtualPrinter) -> list[Any]:
     """A run of failures and successes, as a program meets them."""
     results = [outcome(lambda: usb.util.claim_interface(dev, 0))]  # usblp bound: EBUSY
-    results.append(outcome(lambda: dev.set_configuration()))  # EBUSY too
+    results.append(outcome(dev.set_configuration))  # EBUSY too
     results.append(outcome(lambda: dev.detach_kernel_driver(0)))
     results.append(outcome(lambda: dev.detach_kernel_driver(0)))  # nothing bound: NOT_FOUND
     results.append(outcome(lambda: dev.set_interface_altsetting(0, 1)))
