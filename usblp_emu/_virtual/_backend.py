@@ -840,7 +840,7 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
         Standard requests are answered here (GET_DESCRIPTOR, GET_STATUS, GET_CONFIGURATION,
         GET_INTERFACE, CLEAR_FEATURE(ENDPOINT_HALT); any other stalls), class and vendor
         requests by the printer. A request the printer leaves unanswered (its TIMEOUT fault)
-        takes ``timeout`` ms (0: until the printer answers again); other failures are at once.
+        fails after ``timeout`` ms (0: the fault's duration); other failures are at once.
 
         Raises:
             usb.core.USBError: PIPE for a stall, IO when usbfs refuses the recipient,
@@ -879,20 +879,20 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
     def _class_request_locked(
         self, device: _Device, setup: tuple[int, int, int, int], data: bytes | int, timeout: int
     ) -> bytes | int:
-        """Ask the printer; when it stays silent, wait as libusb does (the lock released)."""
+        """Ask the printer; a request it leaves unanswered fails after the timeout.
+
+        The wait releases the lock (an unplug ends it with the device's error). With no
+        timeout (0), libusb would wait for ever: the fault's duration bounds the wait.
+        """
         try:
             return device.printer.control(*setup, data)
         except DeviceSilent as silent:
-            limit = None if timeout == 0 else timeout / 1000
-            wait = silent.duration if limit is None else min(limit, silent.duration)
-            deadline = monotonic() + wait
+            deadline = monotonic() + (silent.duration if timeout == 0 else timeout / 1000)
             while not device.gone and (left := deadline - monotonic()) > 0:
                 device.cond.wait(left)
             if device.gone:
                 raise self._gone_locked(device) from None
-            if limit is not None and limit <= silent.duration:
-                raise TransferFailed(-errno.ETIMEDOUT) from None
-            return device.printer.control(*setup, data)  # it answers again
+            raise TransferFailed(-errno.ETIMEDOUT) from None
 
     def _control_allowed_locked(
         self, handle: _Handle, device: _Device, request_type: int, request: int, index: int

@@ -59,10 +59,10 @@ _HP_CHANNEL = (USB_DIR_IN | USB_TYPE_VENDOR | USB_RECIP_INTERFACE, REQ_HP_CHANNE
 
 
 class DeviceSilent(TransferFailed):
-    """A control request the printer leaves unanswered for ``duration`` seconds (-ETIMEDOUT).
+    """A control request the printer never answers (-ETIMEDOUT).
 
-    The emulated USB core reports it at once; VirtualBackend waits as libusb does: the
-    transfer's timeout, or ``duration`` and then asks again.
+    The emulated USB core reports it at once; VirtualBackend waits as libusb does, the
+    transfer's timeout (``duration`` seconds when the transfer has none).
     """
 
     def __init__(self, duration: float) -> None:
@@ -390,7 +390,8 @@ class VirtualPrinter:
             fault: a Fault or its name ("stall", "timeout", "epipe", "eio", "short").
             where: "bulk-out", "bulk-in" or "control".
             count: how many transfers fail.
-            duration: for TIMEOUT on a bulk endpoint: seconds the device NAKs.
+            duration: for TIMEOUT on a bulk endpoint: seconds the device NAKs; on control,
+                how long a transfer without a timeout waits before it fails.
 
         """
         try:
