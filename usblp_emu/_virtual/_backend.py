@@ -1011,12 +1011,12 @@ class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]  # pyusb is un
                 payload = payload[: device.budget]  # the cable goes after the last of these
             size = len(payload) if out else length
             result = self._run_locked(handle, device, ep, size, payload, timeout)
-            if cut and not result.status and result.actual == len(payload):
-                self._unplug_locked(device)
-                if len(payload) < length:
-                    return self._gone_locked(device).backend_error_code, result.actual
-            elif out and device.budget is not None:
+            if out and device.budget is not None:
                 device.budget -= result.actual
+                if device.budget == 0:  # the mark is reached: the cable goes now
+                    self._unplug_locked(device)
+                    if cut and len(payload) < length:
+                        return self._gone_locked(device).backend_error_code, result.actual
             if result.status == -errno.EPIPE:
                 device.halted.add(ep)  # reported by GET_STATUS until cleared
             code = code_for_errno(-result.status) if result.status else 0
